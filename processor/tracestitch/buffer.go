@@ -1,0 +1,396 @@
+package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
+
+import (
+	"container/heap"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// group holds the buffered spans of one trace ID. Groups that may belong to
+// one request (linked by a parent span ID or a request ID) are merged into a
+// unit with a union-find: the unit's root group carries the timing and the
+// member list, and the unit is released as a whole.
+type group struct {
+	traceID pcommon.TraceID
+	td      ptrace.Traces
+	recs    []spanRec
+
+	// unit bookkeeping, valid on the root group only.
+	parent    *group
+	members   []*group
+	spans     int
+	firstSeen time.Time
+	lastSeen  time.Time
+	released  bool
+}
+
+func (g *group) root() *group {
+	r := g
+	for r.parent != nil {
+		r = r.parent
+	}
+	for g.parent != nil && g.parent != r {
+		g.parent, g = r, g.parent
+	}
+	return r
+}
+
+// unit is a set of groups released together.
+type unit struct {
+	groups  []*group
+	recs    []spanRec
+	result  stitchResult
+	spans   int
+	evicted bool
+}
+
+// buffer is the per-trace buffer with the indexes that find fragments of the
+// same request. It is not safe for concurrent use; the processor locks it.
+type buffer struct {
+	wait, maxWait time.Duration
+	maxSpans      int
+	reader        recReader
+	stitchOpts    stitchOptions
+	released      *releasedIndex
+
+	groups map[pcommon.TraceID]*group
+	// bySpanID: groups holding a span with this ID.
+	bySpanID map[pcommon.SpanID][]*group
+	// byParent: groups holding a span whose parent was not in its own group
+	// when it arrived (so the parent's group can find it).
+	byParent map[pcommon.SpanID][]*group
+	// byReqKey: groups holding a span with this request ID.
+	byReqKey map[string][]*group
+
+	due  deadlineQueue
+	fifo []*group // groups in creation order, for eviction
+	head int
+
+	spans int
+}
+
+func newBuffer(cfg *Config) *buffer {
+	return &buffer{
+		wait:     cfg.WaitDuration,
+		maxWait:  cfg.MaxWait,
+		maxSpans: cfg.MaxBufferedSpans,
+		reader:   newRecReader(cfg),
+		stitchOpts: stitchOptions{
+			requestID: cfg.RequestID.Enabled,
+			tolerance: uint64(cfg.RequestID.TimeTolerance.Nanoseconds()),
+			link:      cfg.StitchMode == StitchModeLink,
+		},
+		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
+		groups:   make(map[pcommon.TraceID]*group),
+		bySpanID: make(map[pcommon.SpanID][]*group),
+		byParent: make(map[pcommon.SpanID][]*group),
+		byReqKey: make(map[string][]*group),
+	}
+}
+
+type addStats struct {
+	spans          int
+	invalidRequest int
+}
+
+// add moves every span of td into the group of its trace ID.
+func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
+	var st addStats
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		resAttrs := rs.Resource().Attributes()
+		service := serviceName(resAttrs)
+		dests := map[*group]ptrace.ResourceSpans{}
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			ss := sss.At(j)
+			var lastGroup *group
+			var lastDest ptrace.SpanSlice
+			scopeDests := map[*group]ptrace.SpanSlice{}
+			spans := ss.Spans()
+			for k := 0; k < spans.Len(); k++ {
+				span := spans.At(k)
+				rec, invalid := b.reader.read(span, resAttrs, service)
+				if invalid {
+					st.invalidRequest++
+				}
+				g := b.groupFor(rec.traceID, now)
+				if g != lastGroup {
+					dest, ok := scopeDests[g]
+					if !ok {
+						rsDest, ok := dests[g]
+						if !ok {
+							rsDest = g.td.ResourceSpans().AppendEmpty()
+							rs.Resource().CopyTo(rsDest.Resource())
+							rsDest.SetSchemaUrl(rs.SchemaUrl())
+							dests[g] = rsDest
+						}
+						ssDest := rsDest.ScopeSpans().AppendEmpty()
+						ss.Scope().CopyTo(ssDest.Scope())
+						ssDest.SetSchemaUrl(ss.SchemaUrl())
+						dest = ssDest.Spans()
+						scopeDests[g] = dest
+					}
+					lastGroup, lastDest = g, dest
+				}
+				span.MoveTo(lastDest.AppendEmpty())
+				b.index(g, rec)
+				g.recs = append(g.recs, rec)
+				r := g.root()
+				r.spans++
+				r.lastSeen = now
+				st.spans++
+			}
+		}
+	}
+	b.spans += st.spans
+	return st
+}
+
+func (b *buffer) groupFor(tid pcommon.TraceID, now time.Time) *group {
+	if g, ok := b.groups[tid]; ok {
+		return g
+	}
+	g := &group{traceID: tid, td: ptrace.NewTraces(), firstSeen: now, lastSeen: now}
+	g.members = []*group{g}
+	b.groups[tid] = g
+	b.fifo = append(b.fifo, g)
+	heap.Push(&b.due, deadlineEntry{at: b.deadline(g), g: g})
+	return g
+}
+
+func (b *buffer) index(g *group, rec spanRec) {
+	if !rec.spanID.IsEmpty() {
+		b.bySpanID[rec.spanID] = appendGroup(b.bySpanID[rec.spanID], g)
+	}
+	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !containsGroup(b.bySpanID[p], g) {
+		b.byParent[p] = appendGroup(b.byParent[p], g)
+	}
+	if rec.reqKey != "" {
+		b.byReqKey[rec.reqKey] = appendGroup(b.byReqKey[rec.reqKey], g)
+	}
+}
+
+func appendGroup(list []*group, g *group) []*group {
+	if n := len(list); n > 0 && list[n-1] == g {
+		return list
+	}
+	return append(list, g)
+}
+
+func containsGroup(list []*group, g *group) bool {
+	for _, x := range list {
+		if x == g {
+			return true
+		}
+	}
+	return false
+}
+
+// deadline of a unit root: a quiet period after its newest span, capped at
+// max_wait after its first.
+func (b *buffer) deadline(r *group) time.Time {
+	quiet := r.lastSeen.Add(b.wait)
+	capAt := r.firstSeen.Add(b.maxWait)
+	if capAt.Before(quiet) {
+		return capAt
+	}
+	return quiet
+}
+
+// releaseDue returns the units whose deadline has passed.
+func (b *buffer) releaseDue(now time.Time) []*unit {
+	b.released.expire(now)
+	var out []*unit
+	for b.due.Len() > 0 && !b.due[0].at.After(now) {
+		e := heap.Pop(&b.due).(deadlineEntry)
+		g := e.g
+		if g.released || g.parent != nil {
+			continue // released or merged into another unit
+		}
+		if d := b.deadline(g); d.After(now) {
+			heap.Push(&b.due, deadlineEntry{at: d, g: g})
+			continue
+		}
+		r := b.gather(g)
+		if d := b.deadline(r); d.After(now) {
+			// A fragment of the same request is still fresh: wait for it.
+			heap.Push(&b.due, deadlineEntry{at: d, g: r})
+			continue
+		}
+		out = append(out, b.detach(r, false, now))
+	}
+	return out
+}
+
+// evictOverCapacity releases the oldest units until the buffer is within
+// max_buffered_spans.
+func (b *buffer) evictOverCapacity(now time.Time) []*unit {
+	var out []*unit
+	for b.spans > b.maxSpans && b.head < len(b.fifo) {
+		g := b.fifo[b.head]
+		b.fifo[b.head] = nil
+		b.head++
+		if g.released {
+			continue
+		}
+		out = append(out, b.detach(b.gather(g.root()), true, now))
+	}
+	b.compactFIFO()
+	return out
+}
+
+// releaseAll releases everything, oldest first (Shutdown).
+func (b *buffer) releaseAll(now time.Time) []*unit {
+	var out []*unit
+	for ; b.head < len(b.fifo); b.head++ {
+		g := b.fifo[b.head]
+		b.fifo[b.head] = nil
+		if !g.released {
+			out = append(out, b.detach(b.gather(g.root()), false, now))
+		}
+	}
+	b.compactFIFO()
+	b.due = b.due[:0]
+	return out
+}
+
+func (b *buffer) compactFIFO() {
+	if b.head > 1024 && b.head > len(b.fifo)/2 {
+		n := copy(b.fifo, b.fifo[b.head:])
+		clear(b.fifo[n:])
+		b.fifo = b.fifo[:n]
+		b.head = 0
+	}
+}
+
+// gather merges every buffered group that may belong to the same request as
+// root r into r's unit and returns the unit's root. Links: the parent span
+// of a span, other spans with the same span ID, spans whose parent is a
+// span of the unit, and spans with the same request ID. Each key is followed
+// once, so a hot request ID costs O(spans), not O(spans²).
+func (b *buffer) gather(r *group) *group {
+	seenSpan := map[pcommon.SpanID]bool{}
+	seenKey := map[string]bool{}
+	follow := func(list []*group) {
+		for _, g := range list {
+			if o := g.root(); o != r {
+				b.merge(r, o)
+			}
+		}
+	}
+	for mi := 0; mi < len(r.members); mi++ {
+		m := r.members[mi]
+		for ri := range m.recs {
+			rec := &m.recs[ri]
+			if id := rec.spanID; !id.IsEmpty() && !seenSpan[id] {
+				seenSpan[id] = true
+				follow(b.bySpanID[id])
+				follow(b.byParent[id])
+			}
+			if p := rec.parentID; !p.IsEmpty() && !seenSpan[p] {
+				seenSpan[p] = true
+				follow(b.bySpanID[p])
+				follow(b.byParent[p])
+			}
+			if k := rec.reqKey; k != "" && !seenKey[k] {
+				seenKey[k] = true
+				follow(b.byReqKey[k])
+			}
+		}
+	}
+	return r
+}
+
+// merge folds unit o into unit r.
+func (b *buffer) merge(r, o *group) {
+	o.parent = r
+	r.members = append(r.members, o.members...)
+	o.members = nil
+	r.spans += o.spans
+	if o.firstSeen.Before(r.firstSeen) {
+		r.firstSeen = o.firstSeen
+	}
+	if o.lastSeen.After(r.lastSeen) {
+		r.lastSeen = o.lastSeen
+	}
+}
+
+// detach removes unit r from the buffer and its indexes and decides how it
+// is stitched. The pdata is rewritten later, outside the lock.
+func (b *buffer) detach(r *group, evicted bool, now time.Time) *unit {
+	u := &unit{groups: r.members, spans: r.spans, evicted: evicted}
+	n := 0
+	for _, m := range u.groups {
+		n += len(m.recs)
+	}
+	u.recs = make([]spanRec, 0, n)
+	for _, m := range u.groups {
+		m.released = true
+		if b.groups[m.traceID] == m {
+			delete(b.groups, m.traceID)
+		}
+		u.recs = append(u.recs, m.recs...)
+		m.recs = nil
+	}
+	// gather followed every key of these spans, so whole keys can go, except
+	// byParent lists of a span's parent, which other units may share.
+	for i := range u.recs {
+		rec := &u.recs[i]
+		delete(b.bySpanID, rec.spanID)
+		delete(b.byParent, rec.spanID)
+		if rec.reqKey != "" {
+			delete(b.byReqKey, rec.reqKey)
+		}
+		if p := rec.parentID; !p.IsEmpty() {
+			if list, ok := b.byParent[p]; ok {
+				list = removeReleased(list)
+				if len(list) == 0 {
+					delete(b.byParent, p)
+				} else {
+					b.byParent[p] = list
+				}
+			}
+		}
+	}
+	b.spans -= u.spans
+	u.result = stitch(u.recs, b.released, b.stitchOpts)
+	b.released.add(u.recs, u.result.traceID, now)
+	return u
+}
+
+func removeReleased(list []*group) []*group {
+	out := list[:0]
+	for _, g := range list {
+		if !g.released {
+			out = append(out, g)
+		}
+	}
+	clear(list[len(out):])
+	return out
+}
+
+type deadlineEntry struct {
+	at time.Time
+	g  *group
+}
+
+// deadlineQueue is a min-heap of unit deadlines: one ticker serves all
+// traces instead of a timer per trace.
+type deadlineQueue []deadlineEntry
+
+func (q deadlineQueue) Len() int           { return len(q) }
+func (q deadlineQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q deadlineQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *deadlineQueue) Push(x any)        { *q = append(*q, x.(deadlineEntry)) }
+func (q *deadlineQueue) Pop() any {
+	old := *q
+	n := len(old)
+	e := old[n-1]
+	old[n-1] = deadlineEntry{}
+	*q = old[:n-1]
+	return e
+}

@@ -1,0 +1,51 @@
+package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
+
+import (
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+const stitchedByAttribute = "tracestitch.stitched_by"
+
+// build writes the unit's stitch decisions into its spans and moves them
+// into one ptrace.Traces. Spans are walked in the order their records were
+// taken, so record i is the i-th span of the unit.
+func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
+	out := ptrace.NewTraces()
+	res := &u.result
+	i := 0
+	for _, g := range u.groups {
+		rss := g.td.ResourceSpans()
+		for ri := 0; ri < rss.Len(); ri++ {
+			sss := rss.At(ri).ScopeSpans()
+			for si := 0; si < sss.Len(); si++ {
+				spans := sss.At(si).Spans()
+				for k := 0; k < spans.Len(); k++ {
+					applyDecision(spans.At(k), res, i, originalTraceIDAttr)
+					i++
+				}
+			}
+		}
+		rss.MoveAndAppendTo(out.ResourceSpans())
+		g.td = ptrace.Traces{}
+	}
+	return out
+}
+
+func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string) {
+	if tid := res.traceID[i]; tid != span.TraceID() {
+		span.Attributes().PutStr(originalTraceIDAttr, span.TraceID().String())
+		span.SetTraceID(tid)
+	}
+	if m := res.stitchedBy[i]; m != methodNone {
+		span.Attributes().PutStr(stitchedByAttribute, m.String())
+	}
+	if p, ok := res.newParent[i]; ok {
+		span.SetParentSpanID(p)
+	}
+	if l, ok := res.linkTo[i]; ok {
+		link := span.Links().AppendEmpty()
+		link.SetTraceID(l.traceID)
+		link.SetSpanID(l.spanID)
+		link.Attributes().PutStr(stitchedByAttribute, methodRequestID.String())
+	}
+}

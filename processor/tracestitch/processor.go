@@ -1,0 +1,237 @@
+package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/tracestitch/tracestitch/processor/tracestitch/internal/metadata"
+)
+
+// maxBlamedServices caps the distinct service values of broken_propagation;
+// the rest are counted as "other".
+const maxBlamedServices = 200
+
+const reasonDownstreamError = "downstream_error"
+
+// tracestitchProcessor is the thin wiring around the buffer: it locks it,
+// runs one ticker for all deadlines, and hands released units downstream.
+// Like groupbytrace it implements processor.Traces itself, because
+// processorhelper would forward synchronously.
+type tracestitchProcessor struct {
+	cfg     *Config
+	logger  *zap.Logger
+	next    consumer.Traces
+	tel     *metadata.TelemetryBuilder
+	now     func() time.Time
+	tick    time.Duration
+	blamed  map[string]bool
+	blameMu sync.Mutex
+
+	mu  sync.Mutex
+	buf *buffer
+
+	lifecycle sync.Mutex
+	started   bool
+	stopped   bool
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+var _ processor.Traces = (*tracestitchProcessor)(nil)
+
+func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*tracestitchProcessor, error) {
+	tel, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	return &tracestitchProcessor{
+		cfg:    cfg,
+		logger: set.Logger,
+		next:   next,
+		tel:    tel,
+		now:    time.Now,
+		tick:   tickInterval(cfg.WaitDuration),
+		blamed: map[string]bool{},
+		buf:    newBuffer(cfg),
+	}, nil
+}
+
+// tickInterval keeps release within a fraction of wait_duration without
+// waking up needlessly often.
+func tickInterval(wait time.Duration) time.Duration {
+	return min(max(wait/10, 5*time.Millisecond), time.Second)
+}
+
+func (p *tracestitchProcessor) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: true}
+}
+
+func (p *tracestitchProcessor) Start(context.Context, component.Host) error {
+	p.lifecycle.Lock()
+	defer p.lifecycle.Unlock()
+	if p.started || p.stopped {
+		return nil
+	}
+	p.started = true
+	p.stop = make(chan struct{})
+	p.done = make(chan struct{})
+	go p.run()
+	return nil
+}
+
+func (p *tracestitchProcessor) run() {
+	defer close(p.done)
+	t := time.NewTicker(p.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.releaseDue(context.Background())
+		}
+	}
+}
+
+// Shutdown stops the ticker and flushes every buffered span downstream.
+func (p *tracestitchProcessor) Shutdown(ctx context.Context) error {
+	p.lifecycle.Lock()
+	defer p.lifecycle.Unlock()
+	if p.stopped {
+		return nil
+	}
+	p.stopped = true
+	var err error
+	if p.started {
+		close(p.stop)
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			// The ticker is stuck downstream; flush what is buffered anyway.
+			err = ctx.Err()
+		}
+	}
+	p.mu.Lock()
+	units := p.buf.releaseAll(p.now())
+	p.mu.Unlock()
+	p.emit(ctx, units)
+	p.tel.Shutdown()
+	return err
+}
+
+// ConsumeTraces buffers the spans; it never waits for a trace to be due.
+// Only when the buffer is over max_buffered_spans does the caller carry the
+// oldest traces downstream itself (backpressure instead of loss).
+func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	if td.ResourceSpans().Len() == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	st := p.buf.add(td, p.now())
+	var evicted []*unit
+	if p.buf.spans > p.buf.maxSpans {
+		evicted = p.buf.evictOverCapacity(p.now())
+	}
+	p.mu.Unlock()
+
+	p.tel.ProcessorTracestitchSpansReceived.Add(ctx, int64(st.spans))
+	p.tel.ProcessorTracestitchSpansBuffered.Add(ctx, int64(st.spans))
+	if st.invalidRequest > 0 {
+		p.tel.ProcessorTracestitchRequestIDInvalid.Add(ctx, int64(st.invalidRequest))
+	}
+	if len(evicted) > 0 {
+		p.tel.ProcessorTracestitchTracesEvicted.Add(ctx, int64(len(evicted)))
+		p.emit(ctx, evicted)
+	}
+	return nil
+}
+
+// releaseDue hands every unit whose wait is over downstream.
+func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
+	p.mu.Lock()
+	units := p.buf.releaseDue(p.now())
+	p.mu.Unlock()
+	p.emit(ctx, units)
+}
+
+func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
+	for _, u := range units {
+		p.record(ctx, u)
+		td := u.build(p.cfg.OriginalTraceIDAttribute)
+		p.tel.ProcessorTracestitchSpansBuffered.Add(ctx, -int64(u.spans))
+		if err := p.next.ConsumeTraces(ctx, td); err != nil {
+			p.tel.ProcessorTracestitchSpansDropped.Add(ctx, int64(u.spans),
+				metric.WithAttributes(attribute.String("reason", reasonDownstreamError)))
+			p.logger.Warn("next consumer refused released spans; they are dropped",
+				zap.Int("spans", u.spans), zap.Error(err))
+			continue
+		}
+		p.tel.ProcessorTracestitchSpansReleased.Add(ctx, int64(u.spans))
+	}
+}
+
+var (
+	outcomeAttrs = [...]metric.AddOption{
+		outcomeConnected:    metric.WithAttributes(attribute.String("outcome", outcomeConnected.String())),
+		outcomeStitched:     metric.WithAttributes(attribute.String("outcome", outcomeStitched.String())),
+		outcomeDisconnected: metric.WithAttributes(attribute.String("outcome", outcomeDisconnected.String())),
+	}
+	methodAttrs = [...]metric.AddOption{
+		methodParentID:  metric.WithAttributes(attribute.String("method", methodParentID.String())),
+		methodRequestID: metric.WithAttributes(attribute.String("method", methodRequestID.String())),
+	}
+)
+
+func (p *tracestitchProcessor) record(ctx context.Context, u *unit) {
+	res := &u.result
+	var perOutcome [3]int64
+	for _, o := range res.traces {
+		perOutcome[o]++
+	}
+	for o, n := range perOutcome {
+		if n > 0 {
+			p.tel.ProcessorTracestitchTraces.Add(ctx, n, outcomeAttrs[o])
+		}
+	}
+	for m := methodParentID; m <= methodRequestID; m++ {
+		if n := res.stitches[m]; n > 0 {
+			p.tel.ProcessorTracestitchStitches.Add(ctx, int64(n), methodAttrs[m])
+		}
+	}
+	if res.ambiguous > 0 {
+		p.tel.ProcessorTracestitchAmbiguous.Add(ctx, int64(res.ambiguous))
+	}
+	if res.lateSpans > 0 {
+		p.tel.ProcessorTracestitchLateSpans.Add(ctx, int64(res.lateSpans))
+	}
+	for _, svc := range res.blame {
+		p.tel.ProcessorTracestitchBrokenPropagation.Add(ctx, 1,
+			metric.WithAttributes(attribute.String("service", p.blameLabel(svc))))
+	}
+}
+
+// blameLabel bounds the cardinality of the service attribute.
+func (p *tracestitchProcessor) blameLabel(svc string) string {
+	if svc == "" {
+		return "unknown"
+	}
+	p.blameMu.Lock()
+	defer p.blameMu.Unlock()
+	if p.blamed[svc] {
+		return svc
+	}
+	if len(p.blamed) >= maxBlamedServices {
+		return "other"
+	}
+	p.blamed[svc] = true
+	return svc
+}

@@ -1,0 +1,542 @@
+package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
+
+import (
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// The stitcher is pure: it takes the records of one release unit (spans of
+// every trace ID that may belong to the same request) and what is known of
+// already released spans, and decides parents, trace IDs and outcomes. It
+// never touches pdata, so it is table-testable.
+
+type outcome int
+
+const (
+	outcomeConnected outcome = iota
+	outcomeStitched
+	outcomeDisconnected
+)
+
+func (o outcome) String() string {
+	switch o {
+	case outcomeStitched:
+		return "stitched"
+	case outcomeDisconnected:
+		return "disconnected"
+	default:
+		return "connected"
+	}
+}
+
+type stitchMethod uint8
+
+const (
+	methodNone stitchMethod = iota
+	methodParentID
+	methodRequestID
+)
+
+func (m stitchMethod) String() string {
+	switch m {
+	case methodParentID:
+		return "parent_id"
+	case methodRequestID:
+		return "request_id"
+	default:
+		return ""
+	}
+}
+
+// releasedSpan is what the index of released spans keeps per span ID.
+type releasedSpan struct {
+	traceID pcommon.TraceID
+	service string
+}
+
+// releasedServer is what the index keeps per released SERVER span with a
+// request ID: enough to be a request-ID parent candidate.
+type releasedServer struct {
+	traceID  pcommon.TraceID
+	spanID   pcommon.SpanID
+	instance string
+	start    pcommon.Timestamp
+	end      pcommon.Timestamp
+	service  string
+}
+
+// releasedLookup answers questions about spans released earlier.
+type releasedLookup interface {
+	span(id pcommon.SpanID) (releasedSpan, bool)
+	servers(reqKey string) []releasedServer
+}
+
+type stitchOptions struct {
+	requestID bool
+	// tolerance is the slack, in nanoseconds, of the time containment rule.
+	tolerance uint64
+	// link keeps request-ID fragments in their own trace (a span link is
+	// added instead of moving them).
+	link bool
+}
+
+// parentKind says how a span's parent was resolved.
+type parentKind uint8
+
+const (
+	parentNone      parentKind = iota // empty parent span ID: a true root
+	parentInUnit                      // parent is another record of the unit
+	parentReleased                    // parent was released earlier
+	parentMissing                     // parent span ID set but not found
+	parentAmbiguous                   // parent span ID matches several spans
+	parentCycle                       // self-parent or the edge would close a cycle
+)
+
+// stitchResult is the decision for one unit. Slices are indexed like the
+// input records.
+type stitchResult struct {
+	// traceID is the trace ID each span leaves with.
+	traceID []pcommon.TraceID
+	// stitchedBy is set on fragment roots the processor attached.
+	stitchedBy []stitchMethod
+	// newParent is the parent span ID set by a request-ID stitch (the span
+	// kept its parent otherwise); linkTo holds it instead in link mode.
+	newParent map[int]pcommon.SpanID
+	linkTo    map[int]spanLink
+
+	traces      []outcome // one per logical trace that was not only late spans
+	stitches    [3]int    // indexed by stitchMethod
+	ambiguous   int
+	lateSpans   int
+	blame       []string // one service per broken fragment
+	lateTraceOf []bool   // per record: joined a trace released earlier
+}
+
+type spanLink struct {
+	traceID pcommon.TraceID
+	spanID  pcommon.SpanID
+}
+
+type stitcher struct {
+	recs []spanRec
+	rel  releasedLookup
+	opts stitchOptions
+
+	byID     map[pcommon.SpanID][]int32
+	parent   []int32 // in-unit parent, -1 if none
+	kind     []parentKind
+	method   []stitchMethod
+	released []releasedEdge // parents found among released spans
+	uf       unionFind
+}
+
+type releasedEdge struct {
+	ok      bool
+	traceID pcommon.TraceID
+	spanID  pcommon.SpanID
+	service string
+}
+
+func stitch(recs []spanRec, rel releasedLookup, opts stitchOptions) stitchResult {
+	n := len(recs)
+	s := &stitcher{
+		recs:     recs,
+		rel:      rel,
+		opts:     opts,
+		byID:     make(map[pcommon.SpanID][]int32, n),
+		parent:   make([]int32, n),
+		kind:     make([]parentKind, n),
+		method:   make([]stitchMethod, n),
+		released: make([]releasedEdge, n),
+		uf:       newUnionFind(n),
+	}
+	for i := range recs {
+		s.parent[i] = -1
+		if id := recs[i].spanID; !id.IsEmpty() {
+			s.byID[id] = append(s.byID[id], int32(i))
+		}
+	}
+	for i := range recs {
+		s.resolveParent(i)
+	}
+	if opts.requestID {
+		s.stitchByRequestID()
+	}
+	return s.result()
+}
+
+// resolveParent links span i to its parent by span ID, inside the unit or
+// among released spans.
+func (s *stitcher) resolveParent(i int) {
+	r := &s.recs[i]
+	// Zipkin shared context: a SERVER span with the span ID of a CLIENT span
+	// of the same trace is that CLIENT's child, whatever its parent field says.
+	if r.kind == ptrace.SpanKindServer && !r.spanID.IsEmpty() {
+		if j, ok := s.sharedClient(i); ok {
+			s.addEdge(i, j, methodNone)
+			return
+		}
+	}
+	p := r.parentID
+	switch {
+	case p.IsEmpty():
+		s.kind[i] = parentNone
+		return
+	case p == r.spanID:
+		s.kind[i] = parentCycle
+		return
+	}
+	if j, found, ambiguous := s.spanByID(i, p); ambiguous {
+		s.kind[i] = parentAmbiguous
+		return
+	} else if found {
+		m := methodNone
+		if s.recs[j].traceID != r.traceID {
+			m = methodParentID
+		}
+		s.addEdge(i, j, m)
+		return
+	}
+	if s.rel != nil {
+		if rs, ok := s.rel.span(p); ok {
+			s.kind[i] = parentReleased
+			s.released[i] = releasedEdge{ok: true, traceID: rs.traceID, spanID: p, service: rs.service}
+			if rs.traceID != r.traceID {
+				s.method[i] = methodParentID
+			}
+			return
+		}
+	}
+	s.kind[i] = parentMissing
+}
+
+// sharedClient finds the single CLIENT span of i's trace that shares i's ID.
+func (s *stitcher) sharedClient(i int) (int, bool) {
+	found := -1
+	for _, j := range s.byID[s.recs[i].spanID] {
+		if int(j) == i || s.recs[j].kind != ptrace.SpanKindClient || s.recs[j].traceID != s.recs[i].traceID {
+			continue
+		}
+		if found >= 0 {
+			return -1, false
+		}
+		found = int(j)
+	}
+	return found, found >= 0
+}
+
+// spanByID resolves a parent span ID to one record. Spans of the child's own
+// trace win; a CLIENT/SERVER pair sharing the ID counts as one node (its
+// SERVER side, which is where the callee's children hang).
+func (s *stitcher) spanByID(child int, id pcommon.SpanID) (int, bool, bool) {
+	cands := s.byID[id]
+	if len(cands) == 0 {
+		return -1, false, false
+	}
+	same, other := -1, -1
+	nSame, nOther := 0, 0
+	for _, j := range cands {
+		if int(j) == child {
+			continue
+		}
+		if s.recs[j].traceID == s.recs[child].traceID {
+			same, nSame = pickNode(s.recs, same, int(j), nSame)
+		} else {
+			other, nOther = pickNode(s.recs, other, int(j), nOther)
+		}
+	}
+	switch {
+	case nSame == 1:
+		return same, true, false
+	case nSame > 1:
+		return -1, false, true
+	case nOther == 1:
+		return other, true, false
+	case nOther > 1:
+		return -1, false, true
+	}
+	return -1, false, false
+}
+
+// pickNode accumulates candidates for one span ID, folding a shared-context
+// CLIENT/SERVER pair of one trace into its SERVER side.
+func pickNode(recs []spanRec, cur, next, n int) (int, int) {
+	if n == 0 {
+		return next, 1
+	}
+	if n == 1 && recs[cur].traceID == recs[next].traceID {
+		ck, nk := recs[cur].kind, recs[next].kind
+		if ck == ptrace.SpanKindClient && nk == ptrace.SpanKindServer {
+			return next, 1
+		}
+		if ck == ptrace.SpanKindServer && nk == ptrace.SpanKindClient {
+			return cur, 1
+		}
+	}
+	return cur, n + 1
+}
+
+// addEdge makes j the parent of i unless that closes a cycle.
+func (s *stitcher) addEdge(i, j int, m stitchMethod) bool {
+	// i has no parent edge yet, so it is the root of its tree: the edge
+	// closes a cycle exactly when j is already in that tree.
+	if !s.uf.union(i, j) {
+		s.kind[i] = parentCycle
+		return false
+	}
+	s.parent[i] = int32(j)
+	s.kind[i] = parentInUnit
+	s.method[i] = m
+	return true
+}
+
+// stitchByRequestID attaches orphan fragment roots to the one ingress span
+// of their own workload instance that carries the same request ID and
+// contains them in time. Several qualifying spans: no edge, counted.
+func (s *stitcher) stitchByRequestID() {
+	servers := make(map[string][]int32)
+	for i := range s.recs {
+		r := &s.recs[i]
+		if r.kind == ptrace.SpanKindServer && r.reqKey != "" && r.instance != "" {
+			servers[r.reqKey] = append(servers[r.reqKey], int32(i))
+		}
+	}
+	for i := range s.recs {
+		if !s.isRequestIDOrphan(i) {
+			continue
+		}
+		r := &s.recs[i]
+		found, n := -1, 0
+		for _, j := range servers[r.reqKey] {
+			c := &s.recs[j]
+			if c.instance == r.instance && s.contains(c.start, c.end, r) && !s.uf.same(i, int(j)) {
+				found = int(j)
+				n++
+			}
+		}
+		var rel releasedServer
+		if s.rel != nil {
+			for _, c := range s.rel.servers(r.reqKey) {
+				if c.instance == r.instance && s.contains(c.start, c.end, r) {
+					rel = c
+					n++
+				}
+			}
+		}
+		switch {
+		case n > 1:
+			s.kind[i] = parentAmbiguous
+		case n == 1 && found >= 0:
+			s.addEdge(i, found, methodRequestID)
+		case n == 1:
+			s.kind[i] = parentReleased
+			s.method[i] = methodRequestID
+			s.released[i] = releasedEdge{ok: true, traceID: rel.traceID, spanID: rel.spanID, service: rel.service}
+		}
+	}
+}
+
+// isRequestIDOrphan: a root that lost its context (empty parent) on the way
+// out of an instance. SERVER roots are where requests enter and are never
+// hung under anything (a request re-entering through a gateway keeps its
+// x-request-id but is a new request).
+func (s *stitcher) isRequestIDOrphan(i int) bool {
+	r := &s.recs[i]
+	return s.kind[i] == parentNone && r.kind != ptrace.SpanKindServer && r.reqKey != "" && r.instance != ""
+}
+
+func (s *stitcher) contains(start, end pcommon.Timestamp, r *spanRec) bool {
+	tol := s.opts.tolerance
+	return uint64(start) <= uint64(r.start)+tol && uint64(end)+tol >= uint64(r.end)
+}
+
+// result computes trace IDs, outcomes and counters from the resolved edges.
+func (s *stitcher) result() stitchResult {
+	n := len(s.recs)
+	res := stitchResult{
+		traceID:     make([]pcommon.TraceID, n),
+		stitchedBy:  make([]stitchMethod, n),
+		lateTraceOf: make([]bool, n),
+	}
+	// logical tops follow every edge; physical tops stop at request-ID edges
+	// in link mode, where those fragments keep their own trace ID.
+	logical := s.tops(false)
+	physical := logical
+	if s.opts.link {
+		physical = s.tops(true)
+	}
+	for i := range s.recs {
+		res.traceID[i] = s.traceOfTop(physical[i])
+		res.lateTraceOf[i] = s.released[logical[i]].ok
+		if m := s.method[i]; m != methodNone {
+			res.stitchedBy[i] = m
+			res.stitches[m]++
+			if m == methodRequestID {
+				s.setNewParent(&res, i, physical)
+			}
+			res.blame = append(res.blame, s.blamedService(i))
+		}
+		if s.kind[i] == parentAmbiguous {
+			res.ambiguous++
+		}
+	}
+	s.outcomes(&res, logical)
+	return res
+}
+
+func (s *stitcher) setNewParent(res *stitchResult, i int, physical []int32) {
+	var target spanLink
+	if s.kind[i] == parentReleased {
+		target = spanLink{traceID: s.released[i].traceID, spanID: s.released[i].spanID}
+	} else {
+		j := s.parent[i]
+		target = spanLink{traceID: s.traceOfTop(physical[j]), spanID: s.recs[j].spanID}
+	}
+	if s.opts.link {
+		if res.linkTo == nil {
+			res.linkTo = map[int]spanLink{}
+		}
+		res.linkTo[i] = target
+		return
+	}
+	if res.newParent == nil {
+		res.newParent = map[int]pcommon.SpanID{}
+	}
+	res.newParent[i] = target.spanID
+}
+
+// blamedService is the service whose outgoing call lost the context of
+// fragment root i: the orphan's own service for a request-ID stitch (its
+// app made the call without the trace headers), the parent's service for a
+// parent-ID stitch across trace IDs (the caller changed the trace ID).
+func (s *stitcher) blamedService(i int) string {
+	if s.method[i] == methodRequestID {
+		return s.recs[i].service
+	}
+	if s.kind[i] == parentReleased {
+		return s.released[i].service
+	}
+	return s.recs[s.parent[i]].service
+}
+
+func (s *stitcher) traceOfTop(top int32) pcommon.TraceID {
+	if e := s.released[top]; e.ok {
+		return e.traceID
+	}
+	return s.recs[top].traceID
+}
+
+// tops returns the top of each record's tree, iteratively and memoized.
+func (s *stitcher) tops(cutRequestID bool) []int32 {
+	n := len(s.recs)
+	top := make([]int32, n)
+	for i := range top {
+		top[i] = -1
+	}
+	path := make([]int32, 0, 16)
+	for i := 0; i < n; i++ {
+		j := int32(i)
+		path = path[:0]
+		for top[j] < 0 {
+			p := s.parent[j]
+			if p < 0 || (cutRequestID && s.method[j] == methodRequestID) {
+				top[j] = j
+				break
+			}
+			path = append(path, j)
+			j = p
+		}
+		for _, k := range path {
+			top[k] = top[j]
+		}
+	}
+	return top
+}
+
+// outcomes classifies each logical trace: all records whose trees end in
+// the same trace ID. Trees hanging under released spans are late additions
+// to a trace that was already counted.
+func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
+	type traceState struct {
+		roots    []int32
+		stitched bool
+		missing  bool
+	}
+	byTrace := make(map[pcommon.TraceID]*traceState)
+	order := make([]pcommon.TraceID, 0, 1)
+	seenTop := make(map[int32]bool)
+	for i := range s.recs {
+		t := logical[i]
+		if s.released[t].ok {
+			res.lateSpans++
+			continue
+		}
+		tid := s.recs[t].traceID
+		st := byTrace[tid]
+		if st == nil {
+			st = &traceState{}
+			byTrace[tid] = st
+			order = append(order, tid)
+		}
+		if s.method[i] != methodNone {
+			st.stitched = true
+		}
+		if !seenTop[t] {
+			seenTop[t] = true
+			st.roots = append(st.roots, t)
+			if k := s.kind[t]; k != parentNone {
+				st.missing = true
+			}
+		}
+	}
+	for _, tid := range order {
+		st := byTrace[tid]
+		disconnected := st.missing || len(st.roots) > 1 ||
+			s.recs[st.roots[0]].kind == ptrace.SpanKindClient
+		switch {
+		case disconnected:
+			res.traces = append(res.traces, outcomeDisconnected)
+			for _, t := range st.roots {
+				if s.kind[t] != parentInUnit && s.recs[t].parentID.IsEmpty() && s.recs[t].kind != ptrace.SpanKindServer {
+					res.blame = append(res.blame, s.recs[t].service)
+				}
+			}
+		case st.stitched:
+			res.traces = append(res.traces, outcomeStitched)
+		default:
+			res.traces = append(res.traces, outcomeConnected)
+		}
+	}
+}
+
+// unionFind tracks which records are already in one tree.
+type unionFind struct{ p []int32 }
+
+func newUnionFind(n int) unionFind {
+	p := make([]int32, n)
+	for i := range p {
+		p[i] = int32(i)
+	}
+	return unionFind{p: p}
+}
+
+func (u unionFind) find(i int) int32 {
+	x := int32(i)
+	for u.p[x] != x {
+		u.p[x] = u.p[u.p[x]]
+		x = u.p[x]
+	}
+	return x
+}
+
+func (u unionFind) same(i, j int) bool { return u.find(i) == u.find(j) }
+
+// union joins the sets of i and j; false if they were already one.
+func (u unionFind) union(i, j int) bool {
+	a, b := u.find(i), u.find(j)
+	if a == b {
+		return false
+	}
+	u.p[a] = b
+	return true
+}
