@@ -1,0 +1,331 @@
+package tracestitch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor/processortest"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/tracestitch/tracestitch/processor/tracestitch/internal/metadata"
+	"github.com/tracestitch/tracestitch/processor/tracestitch/internal/metadatatest"
+)
+
+func TestQuietPeriodRestartsWithEachSpan(t *testing.T) {
+	h := newHarness(t, nil)
+	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp})
+	h.advance(900 * time.Millisecond)
+	h.send(ts{trace: traceA, id: "2222222222222222", parent: "1111111111111111", kind: C, service: pp})
+	h.advance(900 * time.Millisecond)
+	assert.Zero(t, h.sink.SpanCount(), "the second span restarted the quiet period")
+	h.advance(200 * time.Millisecond)
+	require.Len(t, h.sink.AllTraces(), 1, "released once, as one batch")
+	assert.Equal(t, 2, h.sink.AllTraces()[0].SpanCount())
+	assert.Equal(t, map[string]int64{"connected": 1}, h.outcomes())
+	h.shutdown()
+}
+
+func TestMaxWaitCapsABusyTrace(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxWait = 3 * time.Second })
+	for i := 0; i < 5; i++ {
+		h.send(ts{trace: traceA, id: fmt.Sprintf("%016x", i+1), kind: S, service: pp})
+		h.advance(500 * time.Millisecond)
+	}
+	assert.Zero(t, h.sink.SpanCount(), "2.5s: still under max_wait")
+	h.send(ts{trace: traceA, id: "00000000000000ff", kind: S, service: pp})
+	h.advance(500 * time.Millisecond)
+	assert.Equal(t, 6, h.sink.SpanCount(), "released at max_wait although never quiet")
+	h.shutdown()
+}
+
+func TestEvictionReleasesOldestEarly(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxBufferedSpans = 5 })
+	for i, tr := range []string{traceA, traceB, traceC} {
+		h.send(
+			ts{trace: tr, id: fmt.Sprintf("%016x", 2*i+1), kind: S, service: pp},
+			ts{trace: tr, id: fmt.Sprintf("%016x", 2*i+2), parent: fmt.Sprintf("%016x", 2*i+1), kind: C, service: pp},
+		)
+		h.clock.Add(10 * time.Millisecond)
+	}
+	require.Len(t, h.sink.AllTraces(), 1, "one trace over the bound")
+	out := flatten(h.sink.AllTraces()...)
+	assert.Equal(t, pad(traceA), out[0].traceID, "the oldest trace leaves first")
+	assert.Equal(t, int64(1), h.counter("processor_tracestitch_traces_evicted"))
+	metadatatest.AssertEqualProcessorTracestitchSpansBuffered(t, h.tel,
+		[]metricdata.DataPoint[int64]{{Value: 4}}, metricdatatest.IgnoreTimestamp())
+	h.shutdown()
+	metadatatest.AssertEqualProcessorTracestitchSpansBuffered(t, h.tel,
+		[]metricdata.DataPoint[int64]{{Value: 0}}, metricdatatest.IgnoreTimestamp())
+}
+
+func TestShutdownFlushesEverything(t *testing.T) {
+	h := newHarness(t, nil)
+	h.send(
+		ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40},
+		ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34},
+		ts{trace: traceC, id: "3333333333333333", kind: S, service: rv},
+	)
+	assert.Zero(t, h.sink.SpanCount())
+	h.shutdown()
+	assert.Equal(t, map[string]int64{"stitched": 1, "connected": 1}, h.outcomes(), "flushed units are stitched too")
+	metadatatest.AssertEqualProcessorTracestitchTraces(t, h.tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("outcome", "stitched"))},
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("outcome", "connected"))},
+	}, metricdatatest.IgnoreTimestamp())
+}
+
+func TestParentWaitsForFreshFragment(t *testing.T) {
+	h := newHarness(t, nil)
+	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})
+	h.advance(800 * time.Millisecond)
+	h.send(ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34})
+	h.advance(300 * time.Millisecond)
+	assert.Zero(t, h.sink.SpanCount(), "the parent's trace is due but its fragment is not quiet yet")
+	h.advance(800 * time.Millisecond)
+	require.Len(t, h.sink.AllTraces(), 1, "both leave together")
+	out := h.out()
+	assert.Equal(t, pad(traceA), find(t, out, "2222222222222222", C).traceID)
+	assert.Equal(t, map[string]int64{"stitched": 1}, h.outcomes())
+	h.shutdown()
+}
+
+func TestLateFragmentJoinsReleasedTrace(t *testing.T) {
+	h := newHarness(t, nil)
+	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})
+	h.advance(2 * time.Second)
+	require.Equal(t, 1, h.sink.SpanCount())
+	h.send(
+		ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34},
+		ts{trace: traceB, id: "2222222222222222", kind: S, service: rv, node: rv1, rid: rid, start: 4, end: 33},
+		// a late child of the released trace, by parent ID
+		ts{trace: traceA, id: "5555555555555555", parent: "1111111111111111", kind: I, service: pp, start: 1, end: 2},
+	)
+	h.advance(2 * time.Second)
+	out := h.out()
+	c := find(t, out, "2222222222222222", C)
+	assert.Equal(t, pad(traceA), c.traceID)
+	assert.Equal(t, "1111111111111111", c.parentID)
+	assert.Equal(t, "request_id", c.attrs[stitchedByAttribute])
+	assert.Equal(t, pad(traceA), find(t, out, "2222222222222222", S).traceID)
+	assert.Equal(t, pad(traceA), find(t, out, "5555555555555555", I).traceID)
+	assert.Equal(t, int64(3), h.counter("processor_tracestitch_late_spans"))
+	assert.Equal(t, int64(1), h.counter("processor_tracestitch_stitches", attribute.String("method", "request_id")))
+	assert.Equal(t, map[string]int64{"connected": 1}, h.outcomes(), "a trace is counted once, when it is first released")
+	h.shutdown()
+}
+
+func TestLateFragmentAfterTTLStaysDisconnected(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.LateSpanTTL = 5 * time.Second })
+	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})
+	h.advance(2 * time.Second)
+	h.advance(6 * time.Second)
+	h.send(ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34})
+	h.advance(2 * time.Second)
+	assert.Equal(t, pad(traceB), find(t, h.out(), "2222222222222222", C).traceID)
+	assert.Zero(t, h.counter("processor_tracestitch_late_spans"))
+	assert.Equal(t, map[string]int64{"connected": 1, "disconnected": 1}, h.outcomes())
+	h.shutdown()
+}
+
+func TestLinkModeKeepsTraceIDs(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.StitchMode = StitchModeLink })
+	h.send(
+		ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40},
+		ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34},
+		ts{trace: traceB, id: "2222222222222222", kind: S, service: rv, node: rv1, rid: rid, start: 4, end: 33},
+	)
+	h.advance(2 * time.Second)
+	out := h.out()
+	c := find(t, out, "2222222222222222", C)
+	assert.Equal(t, pad(traceB), c.traceID)
+	assert.Empty(t, c.parentID)
+	assert.Equal(t, []string{pad(traceA) + "/1111111111111111"}, c.links)
+	assert.Equal(t, "request_id", c.attrs[stitchedByAttribute])
+	assert.NotContains(t, c.attrs, "tracestitch.original_trace_id")
+	assert.Equal(t, map[string]int64{"stitched": 1}, h.outcomes())
+	h.shutdown()
+}
+
+func TestInvalidRequestIDsAreCountedAndIgnored(t *testing.T) {
+	h := newHarness(t, nil)
+	long := strings.Repeat("a", maxRequestIDLen+1)
+	h.send(
+		ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40},
+		ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, start: 3, end: 34,
+			attrs: map[string]any{"guid:x-request-id": 42, "x-request-id": rid}}, // first key unusable, next one used
+		ts{trace: traceC, id: "3333333333333333", kind: C, service: pp, node: pp1, start: 3, end: 34,
+			attrs: map[string]any{"guid:x-request-id": ""}},
+		ts{trace: traceD, id: "4444444444444444", kind: C, service: pp, node: pp1, start: 3, end: 34,
+			attrs: map[string]any{"guid:x-request-id": long}},
+		ts{trace: "e1e2e3e4e5e6e7e8", id: "5555555555555555", kind: C, service: pp, node: pp1, start: 3, end: 34,
+			attrs: map[string]any{"http.request.header.x-request-id": []any{1, 2}}},
+	)
+	h.advance(2 * time.Second)
+	assert.Equal(t, int64(4), h.counter("processor_tracestitch_request_id_invalid"))
+	out := h.out()
+	assert.Equal(t, "1111111111111111", find(t, out, "2222222222222222", C).parentID)
+	for _, id := range []string{"3333333333333333", "4444444444444444", "5555555555555555"} {
+		assert.Empty(t, find(t, out, id, C).parentID)
+	}
+	assert.Equal(t, map[string]int64{"stitched": 1, "disconnected": 3}, h.outcomes())
+	h.shutdown()
+}
+
+func TestDownstreamErrorIsCounted(t *testing.T) {
+	h := newHarness(t, nil)
+	h.p.next = consumertest.NewErr(errors.New("backend down"))
+	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp}, ts{trace: traceB, id: "2222222222222222", kind: S, service: pp})
+	h.advance(2 * time.Second)
+	assert.Equal(t, int64(2), h.counter("processor_tracestitch_spans_dropped", attribute.String("reason", "downstream_error")))
+	assert.Zero(t, h.counter("processor_tracestitch_spans_released"))
+	require.NoError(t, h.p.Shutdown(context.Background()))
+}
+
+// truth is the expected result of a shared sample.
+type truth struct {
+	TraceID string            `json:"trace_id"`
+	Parents map[string]string `json:"parents"`
+}
+
+func TestSharedSamples(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "samples", "*.zipkin.json"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".zipkin.json")
+		t.Run(name, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("testdata", "samples", name+".truth.json"))
+			require.NoError(t, err)
+			var want truth
+			require.NoError(t, json.Unmarshal(b, &want))
+			h := newHarness(t, nil)
+			h.sendTraces(loadZipkin(t, name+".zipkin.json"))
+			h.shutdown()
+			out := h.out()
+			require.Len(t, out, len(want.Parents))
+			for node, parent := range want.Parents {
+				id, kind := splitNode(t, node)
+				s := find(t, out, id, kind)
+				assert.Equal(t, pad(want.TraceID), s.traceID, node)
+				if pid, _, ok := strings.Cut(parent, "/"); ok || parent != "" {
+					if !ok {
+						pid = parent
+					}
+					// "X/CLIENT" as parent of a shared-ID SERVER span means the
+					// Zipkin shared pair: same span ID, no parent field rewrite.
+					if strings.HasSuffix(parent, "/CLIENT") {
+						assert.Equal(t, pid, s.spanID, node)
+						continue
+					}
+					assert.Equal(t, pid, s.parentID, node)
+				} else {
+					assert.Empty(t, s.parentID, node)
+				}
+			}
+		})
+	}
+}
+
+func splitNode(t *testing.T, node string) (string, ptrace.SpanKind) {
+	id, kind, ok := strings.Cut(node, "/")
+	require.True(t, ok, node)
+	switch kind {
+	case "SERVER":
+		return id, ptrace.SpanKindServer
+	case "CLIENT":
+		return id, ptrace.SpanKindClient
+	}
+	require.Failf(t, "unknown kind", node)
+	return "", 0
+}
+
+// TestConcurrentConsumeAndShutdown runs the real ticker with many writers
+// and shuts down while they are releasing: nothing is lost or duplicated.
+func TestConcurrentConsumeAndShutdown(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.WaitDuration = 20 * time.Millisecond
+	cfg.MaxWait = 100 * time.Millisecond
+	cfg.MaxBufferedSpans = 500
+	sink := &countingSink{seen: map[string]int{}}
+	tel := componenttest.NewTelemetry()
+	defer func() { require.NoError(t, tel.Shutdown(context.Background())) }()
+	p, err := NewFactory().CreateTraces(context.Background(), metadatatest.NewSettings(tel), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
+	const writers, perWriter = 8, 200
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perWriter; i++ {
+				n := w*perWriter + i
+				tr := fmt.Sprintf("%032x", n/3+1) // three spans per trace, spread over writers
+				td := build(t, ts{trace: tr, id: fmt.Sprintf("%016x", n+1), kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 10})
+				assert.NoError(t, p.ConsumeTraces(context.Background(), td))
+				if i%50 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, p.Shutdown(context.Background()))
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	assert.Len(t, sink.seen, writers*perWriter, "every span left")
+	for id, n := range sink.seen {
+		assert.Equal(t, 1, n, "span %s left more than once", id)
+	}
+}
+
+type countingSink struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (s *countingSink) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (s *countingSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range flatten(td) {
+		s.seen[o.spanID+"/"+o.kind.String()]++
+	}
+	return nil
+}
+
+func TestLifecycleTwiceAndWithoutStart(t *testing.T) {
+	f := NewFactory()
+	set := processortest.NewNopSettings(metadata.Type)
+	p, err := f.CreateTraces(context.Background(), set, f.CreateDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, p.Shutdown(context.Background()), "shutdown without start")
+
+	p, err = f.CreateTraces(context.Background(), set, f.CreateDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.NoError(t, p.Shutdown(context.Background()))
+}
+
+func TestVerifyShutdown(t *testing.T) {
+	processortest.VerifyShutdown(t, NewFactory(), NewFactory().CreateDefaultConfig())
+}
