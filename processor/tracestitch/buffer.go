@@ -203,8 +203,10 @@ func (b *buffer) deadline(r *group) time.Time {
 
 // releaseDue returns the units whose deadline has passed.
 func (b *buffer) releaseDue(now time.Time) []*unit {
-	b.released.expire(now)
 	var out []*unit
+	// Expire after releasing: units due now may still use entries that are
+	// due to expire now.
+	defer b.released.expire(now)
 	for b.due.Len() > 0 && !b.due[0].at.After(now) {
 		e := heap.Pop(&b.due).(deadlineEntry)
 		g := e.g

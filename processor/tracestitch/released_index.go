@@ -17,6 +17,8 @@ type releasedIndex struct {
 
 	bySpan  map[pcommon.SpanID]indexedSpan
 	byKey   map[string][]releasedServer
+	// byTrace maps a released trace ID to the trace ID its spans left with.
+	byTrace map[pcommon.TraceID]indexedTrace
 	order   []indexEntry
 	head    int
 	nextSeq uint64
@@ -27,10 +29,16 @@ type indexedSpan struct {
 	seq uint64
 }
 
+type indexedTrace struct {
+	final pcommon.TraceID
+	seq   uint64 // seq of the newest span of the trace
+}
+
 type indexEntry struct {
 	at     time.Time
-	seq    uint64
-	spanID pcommon.SpanID
+	seq     uint64
+	spanID  pcommon.SpanID
+	traceID pcommon.TraceID
 	// reqKey is set when the entry also added a server candidate.
 	reqKey string
 }
@@ -41,6 +49,7 @@ func newReleasedIndex(ttl time.Duration, maxEntries int) *releasedIndex {
 		maxEntries: maxEntries,
 		bySpan:     make(map[pcommon.SpanID]indexedSpan),
 		byKey:      make(map[string][]releasedServer),
+		byTrace:    make(map[pcommon.TraceID]indexedTrace),
 	}
 }
 
@@ -55,12 +64,10 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 	}
 	for i := range recs {
 		r := &recs[i]
-		if r.spanID.IsEmpty() {
-			continue
-		}
 		x.nextSeq++
-		e := indexEntry{at: now, seq: x.nextSeq, spanID: r.spanID}
+		e := indexEntry{at: now, seq: x.nextSeq, spanID: r.spanID, traceID: r.traceID}
 		x.bySpan[r.spanID] = indexedSpan{releasedSpan{traceID: traceIDs[i], service: r.service}, e.seq}
+		x.byTrace[r.traceID] = indexedTrace{final: traceIDs[i], seq: e.seq}
 		if r.kind == ptrace.SpanKindServer && r.reqKey != "" && r.instance != "" {
 			e.reqKey = r.reqKey
 			x.byKey[r.reqKey] = append(x.byKey[r.reqKey], releasedServer{
@@ -90,6 +97,9 @@ func (x *releasedIndex) dropOldest() {
 	if s, ok := x.bySpan[e.spanID]; ok && s.seq == e.seq {
 		delete(x.bySpan, e.spanID)
 	}
+	if t, ok := x.byTrace[e.traceID]; ok && t.seq == e.seq {
+		delete(x.byTrace, e.traceID)
+	}
 	if e.reqKey != "" {
 		list := x.byKey[e.reqKey]
 		if len(list) <= 1 {
@@ -109,6 +119,11 @@ func (x *releasedIndex) dropOldest() {
 func (x *releasedIndex) span(id pcommon.SpanID) (releasedSpan, bool) {
 	s, ok := x.bySpan[id]
 	return s.releasedSpan, ok
+}
+
+func (x *releasedIndex) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {
+	t, ok := x.byTrace[id]
+	return t.final, ok
 }
 
 func (x *releasedIndex) servers(key string) []releasedServer {

@@ -68,6 +68,8 @@ type releasedServer struct {
 // releasedLookup answers questions about spans released earlier.
 type releasedLookup interface {
 	span(id pcommon.SpanID) (releasedSpan, bool)
+	// trace maps a released trace ID to the trace ID it left with.
+	trace(id pcommon.TraceID) (pcommon.TraceID, bool)
 	servers(reqKey string) []releasedServer
 }
 
@@ -162,6 +164,9 @@ func stitch(recs []spanRec, rel releasedLookup, opts stitchOptions) stitchResult
 	if opts.requestID {
 		s.stitchByRequestID()
 	}
+	if rel != nil {
+		s.joinReleasedTraces()
+	}
 	return s.result()
 }
 
@@ -208,6 +213,22 @@ func (s *stitcher) resolveParent(i int) {
 		}
 	}
 	s.kind[i] = parentMissing
+}
+
+// joinReleasedTraces sends roots that nothing else claimed and whose own
+// trace was already released after that trace: they are its late spans (a
+// root whose children left earlier, a span whose parent left and expired),
+// not a new trace to count.
+func (s *stitcher) joinReleasedTraces() {
+	for i := range s.recs {
+		if k := s.kind[i]; k != parentNone && k != parentMissing {
+			continue
+		}
+		if final, ok := s.rel.trace(s.recs[i].traceID); ok {
+			s.kind[i] = parentReleased
+			s.released[i] = releasedEdge{ok: true, traceID: final}
+		}
+	}
 }
 
 // sharedClient finds the single CLIENT span of i's trace that shares i's ID.

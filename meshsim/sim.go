@@ -1,0 +1,512 @@
+package meshsim
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Options of one simulation run.
+type Options struct {
+	Seed int64
+	// Requests is the number of external requests.
+	Requests int
+	// Concurrency is how many requests overlap on average.
+	Concurrency int
+	// Start is the wall-clock time of the first request.
+	Start time.Time
+	// Shared: Envoy's default shared client/server span IDs and 64-bit trace
+	// IDs. False is Istio's setting: distinct span IDs, 128-bit trace IDs.
+	Shared bool
+	// MaxSkew is the largest clock offset of a host (sidecar and app share it).
+	MaxSkew time.Duration
+	// RetryRate is the share of calls whose first attempt times out and is
+	// retried by the app.
+	RetryRate float64
+	// AsyncRate is the share of calls turned into async calls that outlive
+	// their request.
+	AsyncRate float64
+	// FlushInterval: every reporter (a pod's sidecar, an app's SDK) sends
+	// the spans that finished since its last flush, in finish order.
+	FlushInterval time.Duration
+	// ReportDelay is the largest network delay of one flush.
+	ReportDelay time.Duration
+	// LateRate is the share of flushes that arrive LateDelay late (a slow
+	// or retried export): late fragments, seconds after their trace.
+	LateRate  float64
+	LateDelay time.Duration
+	// App128 makes OTel apps under a 64-bit Envoy trace use 128-bit trace IDs
+	// with the same low 64 bits (the 64/128-bit mix).
+	App128 bool
+}
+
+// DefaultOptions are a small, realistic run.
+func DefaultOptions() Options {
+	return Options{
+		Seed:        1,
+		Requests:    100,
+		Concurrency: 8,
+		Start:       time.Unix(1_764_010_000, 0),
+		Shared:      true,
+		MaxSkew:     50 * time.Millisecond,
+		RetryRate:     0.05,
+		FlushInterval: 200 * time.Millisecond,
+		ReportDelay:   300 * time.Millisecond,
+	}
+}
+
+// Source says how a span reaches the collector.
+type Source string
+
+const (
+	SourceEnvoy Source = "envoy" // Zipkin v2 JSON
+	SourceOTel  Source = "otel"  // OTLP
+)
+
+// Span is one generated span with its ground truth.
+type Span struct {
+	TraceID  [16]byte
+	Trace64  bool // 64-bit trace ID (upper half zero)
+	ID       uint64
+	ParentID uint64
+	Kind     string // SERVER, CLIENT
+	Shared   bool
+	Name     string
+	// Service is Envoy's service cluster ("app.namespace") or the app's
+	// service.name.
+	Service string
+	Pod     string
+	IP      string
+	Start   time.Time
+	End     time.Time
+	Tags    map[string]string
+	Source  Source
+	// Arrival is when the span reaches the collector.
+	Arrival time.Time
+
+	// ground truth
+	Key        string // unique: span ID and kind
+	TrueParent string // Key of the true parent, "" for the request's root
+	Request    int
+	// Fragment: the span starts a new trace ID although it has a true parent.
+	Fragment bool
+	// Recoverable: a fragment root a correct stitcher can and must reattach
+	// (same request ID, same instance, contained in time, unique).
+	Recoverable bool
+}
+
+// TraceIDHex is the trace ID as the wire shows it (16 hex for 64-bit IDs).
+func (s *Span) TraceIDHex() string {
+	if s.Trace64 {
+		return hex.EncodeToString(s.TraceID[8:])
+	}
+	return hex.EncodeToString(s.TraceID[:])
+}
+
+// Trace32 is the trace ID as pdata prints it (always 32 hex).
+func (s *Span) Trace32() string { return hex.EncodeToString(s.TraceID[:]) }
+
+// IDHex is the span ID in hex.
+func (s *Span) IDHex() string { return fmt.Sprintf("%016x", s.ID) }
+
+// ParentHex is the parent span ID in hex, "" for none.
+func (s *Span) ParentHex() string {
+	if s.ParentID == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%016x", s.ParentID)
+}
+
+// Result of a run.
+type Result struct {
+	Spans []*Span // in arrival order
+}
+
+type instance struct {
+	svc  *Service
+	pod  string
+	ip   string
+	skew time.Duration
+	node string
+}
+
+type ctxIn struct {
+	traceID [16]byte
+	trace64 bool
+	client  *Span // the caller's egress span; nil for the entry
+	reqID   string
+	request int
+}
+
+type sim struct {
+	topo  *Topology
+	opts  Options
+	rng   *rand.Rand
+	inst  map[string][]*instance
+	spans []*Span
+	used  map[uint64]bool
+}
+
+// Run generates the spans of opts.Requests requests through topo.
+func Run(topo *Topology, opts Options) *Result {
+	s := &sim{
+		topo: topo,
+		opts: opts,
+		rng:  rand.New(rand.NewPCG(uint64(opts.Seed), 0x7ace57)),
+		inst: map[string][]*instance{},
+		used: map[uint64]bool{},
+	}
+	ipN := 2
+	for _, svc := range topo.Services {
+		for r := 0; r < svc.Replicas; r++ {
+			ipN++
+			in := &instance{
+				svc: svc,
+				pod: fmt.Sprintf("%s-v1-%04x", svc.Name, s.rng.Uint32()&0xffff),
+				ip:  fmt.Sprintf("10.0.%d.%d", ipN/250, ipN%250+1),
+			}
+			if opts.MaxSkew > 0 {
+				in.skew = time.Duration(s.rng.Int64N(int64(2*opts.MaxSkew))) - opts.MaxSkew
+			}
+			in.node = fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", in.ip, in.pod, svc.Namespace, svc.Namespace)
+			s.inst[svc.Name] = append(s.inst[svc.Name], in)
+		}
+	}
+	conc := max(opts.Concurrency, 1)
+	// A request through the default topology takes ~60ms; spacing starts by
+	// that over the concurrency keeps ~conc requests in flight.
+	gap := 60 * time.Millisecond / time.Duration(conc)
+	for r := 0; r < opts.Requests; r++ {
+		start := opts.Start.Add(time.Duration(r) * gap)
+		tid, t64 := s.newTraceID()
+		s.serve(topo.service(topo.Entry), ctxIn{traceID: tid, trace64: t64, reqID: s.newRequestID(), request: r}, start)
+	}
+	s.markRecoverable()
+	s.arrivals()
+	return &Result{Spans: s.spans}
+}
+
+func (s *sim) newSpanID() uint64 {
+	for {
+		id := s.rng.Uint64()
+		if id != 0 && !s.used[id] {
+			s.used[id] = true
+			return id
+		}
+	}
+}
+
+func (s *sim) newTraceID() ([16]byte, bool) {
+	var t [16]byte
+	if s.opts.Shared {
+		binary.BigEndian.PutUint64(t[8:], s.newSpanID())
+		return t, true
+	}
+	binary.BigEndian.PutUint64(t[:8], s.rng.Uint64())
+	binary.BigEndian.PutUint64(t[8:], s.rng.Uint64())
+	return t, false
+}
+
+// newRequestID is a UUIDv4 as Envoy makes it.
+func (s *sim) newRequestID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], s.rng.Uint64())
+	binary.BigEndian.PutUint64(b[8:], s.rng.Uint64())
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// traceReason rewrites character 14 as a sidecar that starts a new trace
+// may do (Envoy keeps its trace decision there).
+func (s *sim) traceReason(rid string) string {
+	if len(rid) != 36 {
+		return rid
+	}
+	reasons := "9ab4"
+	return rid[:14] + string(reasons[s.rng.IntN(len(reasons))]) + rid[15:]
+}
+
+func (s *sim) pick(name string) *instance {
+	list := s.inst[name]
+	return list[s.rng.IntN(len(list))]
+}
+
+func (s *sim) ms(n int) time.Duration {
+	return time.Duration(n)*time.Millisecond + time.Duration(s.rng.IntN(500))*time.Microsecond
+}
+
+// serve simulates one request arriving at svc; returns when its ingress
+// span ends (true time).
+func (s *sim) serve(svc *Service, in ctxIn, start time.Time) time.Time {
+	inst := s.pick(svc.Name)
+	srv := &Span{
+		TraceID: in.traceID, Trace64: in.trace64, Kind: "SERVER", Request: in.request,
+		Service: svc.Name + "." + svc.Namespace, Source: SourceEnvoy,
+		Name: fmt.Sprintf("%s.%s.svc.cluster.local:9080/*", svc.Name, svc.Namespace),
+	}
+	switch {
+	case in.client == nil:
+		srv.ID = s.newSpanID()
+		if in.trace64 {
+			// Envoy's root span ID equals the 64-bit trace ID.
+			s.used[srv.ID] = false
+			srv.ID = binary.BigEndian.Uint64(in.traceID[8:])
+		}
+	case s.opts.Shared:
+		srv.ID, srv.ParentID, srv.Shared = in.client.ID, in.client.ParentID, true
+		srv.TrueParent = in.client.Key
+	default:
+		srv.ID, srv.ParentID = s.newSpanID(), in.client.ID
+		srv.TrueParent = in.client.Key
+	}
+	s.envoyTags(srv, inst, in.reqID, "inbound|9080||", start)
+	s.add(srv, inst)
+
+	t := start.Add(s.ms(0))
+	// The app's own spans, if it reports any: a SERVER span under the
+	// ingress, and a CLIENT span per outgoing call.
+	app := s.appServer(svc, inst, srv, in, t)
+	parentOf := func() *Span {
+		if app != nil {
+			return app
+		}
+		return srv
+	}
+	end := t.Add(s.ms(svc.WorkMS))
+	callStart := end
+	last := end
+	for i, c := range svc.Calls {
+		if !c.Parallel || i == 0 {
+			callStart = last
+		}
+		async := c.Async || (s.opts.AsyncRate > 0 && s.rng.Float64() < s.opts.AsyncRate)
+		if async {
+			// fired late, and keeps going after the response was sent
+			callStart = start.Add(s.ms(1))
+		}
+		cEnd := s.call(svc, inst, in, parentOf(), c, callStart, async)
+		if !async && cEnd.After(last) {
+			last = cEnd
+		}
+	}
+	end = last.Add(s.ms(1))
+	if app != nil {
+		app.End = end.Add(inst.skew)
+		end = end.Add(s.ms(0))
+	}
+	srv.End = end.Add(inst.skew)
+	return end
+}
+
+func (s *sim) appServer(svc *Service, inst *instance, srv *Span, in ctxIn, t time.Time) *Span {
+	if !svc.OTelApp || svc.Propagation != PropagationFull {
+		return nil
+	}
+	app := &Span{
+		TraceID: in.traceID, Trace64: in.trace64, Kind: "SERVER", Request: in.request,
+		ID: s.newSpanID(), ParentID: srv.ID, TrueParent: srv.Key,
+		Service: svc.Name, Pod: inst.pod, Source: SourceOTel, Name: "GET /" + svc.Name,
+		Start: t.Add(inst.skew),
+		Tags:  map[string]string{"http.request.header.x-request-id": in.reqID},
+	}
+	if s.opts.App128 && in.trace64 {
+		// The app keeps the low 64 bits and makes up the high half.
+		binary.BigEndian.PutUint64(app.TraceID[:8], s.rng.Uint64()|1)
+		app.Trace64 = false
+		app.Fragment = true // joined to the ingress by parent ID only
+	}
+	s.add(app, inst)
+	return app
+}
+
+// call makes one outgoing call (with an app-level retry sometimes) and
+// returns when the caller got its answer.
+func (s *sim) call(svc *Service, inst *instance, in ctxIn, parent *Span, c Call, start time.Time, async bool) time.Time {
+	attempts := 1
+	if s.opts.RetryRate > 0 && s.rng.Float64() < s.opts.RetryRate {
+		attempts = 2
+	}
+	t := start
+	for a := 0; a < attempts; a++ {
+		failed := a < attempts-1
+		t = s.attempt(svc, inst, in, parent, c, t, failed, async)
+	}
+	return t
+}
+
+func (s *sim) attempt(svc *Service, inst *instance, in ctxIn, parent *Span, c Call, start time.Time, failed, async bool) time.Time {
+	callee := s.topo.service(c.Service)
+	traceID, trace64 := in.traceID, in.trace64
+	if parent.Source == SourceOTel {
+		traceID, trace64 = parent.TraceID, parent.Trace64
+	}
+	var appClient *Span
+	if parent.Source == SourceOTel {
+		appClient = &Span{
+			TraceID: traceID, Trace64: trace64, Kind: "CLIENT", Request: in.request,
+			ID: s.newSpanID(), ParentID: parent.ID, TrueParent: parent.Key,
+			Service: svc.Name, Pod: inst.pod, Source: SourceOTel, Name: "GET " + c.Service,
+			Start: start.Add(inst.skew),
+			Tags:  map[string]string{"http.request.header.x-request-id": in.reqID},
+		}
+		s.add(appClient, inst)
+		parent = appClient
+	}
+	eg := &Span{
+		Kind: "CLIENT", Request: in.request, ID: s.newSpanID(), TrueParent: parent.Key,
+		Service: svc.Name + "." + svc.Namespace, Source: SourceEnvoy,
+		Name: fmt.Sprintf("%s.%s.svc.cluster.local:9080/*", callee.Name, callee.Namespace),
+	}
+	reqID := in.reqID
+	switch svc.Propagation {
+	case PropagationFull:
+		eg.TraceID, eg.Trace64, eg.ParentID = traceID, trace64, parent.ID
+	case PropagationRequestIDOnly:
+		eg.TraceID, eg.Trace64 = s.newTraceID()
+		eg.Fragment = true
+		reqID = s.traceReason(reqID)
+	case PropagationNone:
+		eg.TraceID, eg.Trace64 = s.newTraceID()
+		eg.Fragment = true
+		reqID = s.newRequestID()
+	}
+	t := start.Add(s.ms(0))
+	s.envoyTags(eg, inst, reqID, fmt.Sprintf("outbound|9080||%s.%s.svc.cluster.local", callee.Name, callee.Namespace), t)
+	s.add(eg, inst)
+	calleeEnd := s.serve(callee, ctxIn{traceID: eg.TraceID, trace64: eg.Trace64, client: eg, reqID: reqID, request: in.request}, t.Add(s.ms(0)))
+	end := calleeEnd.Add(s.ms(0))
+	if failed {
+		eg.Tags["response_flags"] = "UT"
+		eg.Tags["http.status_code"] = "504"
+	}
+	if async {
+		end = end.Add(s.ms(40)) // outlives the request that fired it
+	}
+	eg.End = end.Add(inst.skew)
+	if appClient != nil {
+		end = end.Add(s.ms(0))
+		appClient.End = end.Add(inst.skew)
+	}
+	return end
+}
+
+func (s *sim) envoyTags(sp *Span, inst *instance, reqID, cluster string, start time.Time) {
+	sp.Start = start.Add(inst.skew)
+	sp.Tags = map[string]string{
+		"component":         "proxy",
+		"guid:x-request-id": reqID,
+		"node_id":           inst.node,
+		"upstream_cluster":  cluster,
+		"http.url":          "http://" + strings.SplitN(sp.Name, ":", 2)[0] + "/",
+		"http.method":       "GET",
+		"http.protocol":     "HTTP/1.1",
+		"http.status_code":  "200",
+		"response_flags":    "-",
+		"request_size":      "0",
+		"response_size":     "512",
+	}
+}
+
+func (s *sim) add(sp *Span, inst *instance) {
+	sp.IP = inst.ip
+	if sp.Pod == "" {
+		sp.Pod = inst.pod
+	}
+	sp.Key = fmt.Sprintf("%016x/%s", sp.ID, sp.Kind)
+	s.spans = append(s.spans, sp)
+}
+
+// markRecoverable applies the ground-truth rule for fragment roots: the
+// true parent is an ingress span of the same instance; the fragment is
+// recoverable when that ingress is the only ingress span of the instance
+// with the same request ID (character 14 masked) that contains it in time.
+func (s *sim) markRecoverable() {
+	type key struct{ node, rid string }
+	ingress := map[key][]*Span{}
+	byKey := map[string]*Span{}
+	for _, sp := range s.spans {
+		byKey[sp.Key] = sp
+		if sp.Kind == "SERVER" && sp.Source == SourceEnvoy {
+			k := key{sp.Tags["node_id"], maskRequestID(sp.Tags["guid:x-request-id"])}
+			ingress[k] = append(ingress[k], sp)
+		}
+	}
+	for _, sp := range s.spans {
+		if !sp.Fragment {
+			continue
+		}
+		if sp.ParentID != 0 {
+			sp.Recoverable = true // its parent span ID is intact
+			continue
+		}
+		parent := byKey[sp.TrueParent]
+		k := key{sp.Tags["node_id"], maskRequestID(sp.Tags["guid:x-request-id"])}
+		n := 0
+		var only *Span
+		for _, c := range ingress[k] {
+			if !c.Start.After(sp.Start) && !c.End.Before(sp.End) {
+				n++
+				only = c
+			}
+		}
+		sp.Recoverable = n == 1 && only == parent
+	}
+}
+
+func maskRequestID(r string) string {
+	if len(r) == 36 && r[8] == '-' && r[13] == '-' {
+		return strings.ToLower(r[:14] + "*" + r[15:])
+	}
+	return r
+}
+
+// arrivals sets arrival times: each reporter (pod sidecar or app SDK)
+// flushes what finished since its last flush, every FlushInterval, with a
+// network delay per flush; some flushes are late. Spans are then sorted by
+// arrival.
+func (s *sim) arrivals() {
+	type reporter struct {
+		pod    string
+		source Source
+	}
+	type flush struct {
+		r    reporter
+		tick int64
+	}
+	phase := map[reporter]time.Duration{}
+	delay := map[flush]time.Duration{}
+	interval := s.opts.FlushInterval
+	for _, sp := range s.spans {
+		if interval <= 0 {
+			sp.Arrival = sp.End
+			continue
+		}
+		r := reporter{sp.Pod, sp.Source}
+		ph, ok := phase[r]
+		if !ok {
+			ph = time.Duration(s.rng.Int64N(int64(interval)))
+			phase[r] = ph
+		}
+		end := sp.End.Sub(s.opts.Start) - ph
+		tick := int64(end/interval) + 1
+		f := flush{r, tick}
+		d, ok := delay[f]
+		if !ok {
+			if s.opts.ReportDelay > 0 {
+				d = time.Duration(s.rng.Int64N(int64(s.opts.ReportDelay)))
+			}
+			if s.opts.LateRate > 0 && s.rng.Float64() < s.opts.LateRate {
+				d += s.opts.LateDelay
+			}
+			delay[f] = d
+		}
+		sp.Arrival = s.opts.Start.Add(ph + time.Duration(tick)*interval + d)
+	}
+	sort.SliceStable(s.spans, func(i, j int) bool { return s.spans[i].Arrival.Before(s.spans[j].Arrival) })
+}

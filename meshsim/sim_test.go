@@ -1,0 +1,112 @@
+package meshsim
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func run(t *testing.T, mutate func(*Options, *Topology)) *Result {
+	t.Helper()
+	topo, err := LoadTopology("")
+	require.NoError(t, err)
+	opts := DefaultOptions()
+	if mutate != nil {
+		mutate(&opts, topo)
+	}
+	return Run(topo, opts)
+}
+
+func TestGroundTruthIsConsistent(t *testing.T) {
+	res := run(t, func(o *Options, _ *Topology) { o.App128 = true; o.RetryRate = 0.2 })
+	byKey := map[string]*Span{}
+	for _, s := range res.Spans {
+		require.NotContains(t, byKey, s.Key, "span keys are unique")
+		byKey[s.Key] = s
+	}
+	var fragments, recoverable, roots int
+	for i, s := range res.Spans {
+		if i > 0 {
+			assert.False(t, s.Arrival.Before(res.Spans[i-1].Arrival), "spans are in arrival order")
+		}
+		assert.False(t, s.End.Before(s.Start), s.Key)
+		if s.TrueParent == "" {
+			roots++
+			assert.Equal(t, "SERVER", s.Kind)
+			continue
+		}
+		p := byKey[s.TrueParent]
+		require.NotNil(t, p, "true parent of %s exists", s.Key)
+		if s.Fragment {
+			fragments++
+			assert.NotEqual(t, p.TraceID, s.TraceID, "a fragment starts a new trace ID")
+			if s.Recoverable {
+				recoverable++
+			}
+			continue
+		}
+		assert.Equal(t, p.TraceID, s.TraceID, "%s stays in its parent's trace", s.Key)
+		shared := s.Shared && s.ID == p.ID
+		assert.True(t, shared || s.ParentID == p.ID, "%s carries its parent's span ID", s.Key)
+	}
+	assert.Equal(t, 100, roots, "one root per request")
+	assert.Positive(t, fragments)
+	assert.Positive(t, recoverable)
+	assert.Less(t, recoverable, fragments, "the default mesh has unrecoverable breaks (propagation none, fan-out)")
+
+	// The input evaluated as output: nothing changed, nothing wrong, only
+	// the parent-ID fragments (64/128-bit) are joined already... not even
+	// those, since their trace IDs differ.
+	in := make([]OutSpan, 0, len(res.Spans))
+	for _, s := range res.Spans {
+		in = append(in, OutSpan{TraceID: s.Trace32(), SpanID: s.IDHex(), ParentID: s.ParentHex(), Kind: s.Kind})
+	}
+	r := Evaluate(res.Spans, in)
+	assert.Zero(t, r.WrongEdges)
+	assert.Zero(t, r.Lost)
+	assert.Zero(t, r.Restored)
+	assert.Equal(t, r.TracesBefore, r.TracesAfter)
+	assert.Greater(t, r.ShareBefore(), r.ShareTruth(), "stitching can repair something")
+}
+
+func TestDeterministicPerSeed(t *testing.T) {
+	a := run(t, nil)
+	b := run(t, nil)
+	ja, _ := ZipkinJSON(a.Spans)
+	jb, _ := ZipkinJSON(b.Spans)
+	assert.Equal(t, ja, jb)
+	c := run(t, func(o *Options, _ *Topology) { o.Seed = 2 })
+	jc, _ := ZipkinJSON(c.Spans)
+	assert.NotEqual(t, ja, jc)
+}
+
+func TestEncodings(t *testing.T) {
+	res := run(t, nil)
+	b, err := ZipkinJSON(res.Spans)
+	require.NoError(t, err)
+	var zs []map[string]any
+	require.NoError(t, json.Unmarshal(b, &zs))
+	require.NotEmpty(t, zs)
+	tags := zs[0]["tags"].(map[string]any)
+	for _, k := range []string{"guid:x-request-id", "node_id", "upstream_cluster", "http.url", "http.method", "http.status_code", "component", "response_flags"} {
+		assert.Contains(t, tags, k)
+	}
+	td, err := Traces(res.Spans)
+	require.NoError(t, err)
+	assert.Equal(t, len(res.Spans), td.SpanCount(), "every span converts")
+	var buf bytes.Buffer
+	require.NoError(t, WriteTruth(&buf, res.Spans))
+	assert.Equal(t, len(res.Spans), bytes.Count(buf.Bytes(), []byte("\n")))
+}
+
+func TestTopologyErrors(t *testing.T) {
+	_, err := ParseTopology([]byte("entry: a\nservices: [{name: a, calls: [{service: b}]}]"))
+	assert.ErrorContains(t, err, `calls undefined service "b"`)
+	_, err = ParseTopology([]byte("entry: a\nservices: [{name: a, calls: [{service: a}]}]"))
+	assert.ErrorContains(t, err, "call cycle")
+	_, err = ParseTopology([]byte("entry: a\nservices: [{name: a, propagation: some}]"))
+	assert.ErrorContains(t, err, "unknown propagation")
+}
