@@ -15,8 +15,8 @@ type releasedIndex struct {
 	ttl        time.Duration
 	maxEntries int
 
-	bySpan  map[pcommon.SpanID]indexedSpan
-	byKey   map[string][]releasedServer
+	bySpan map[pcommon.SpanID]indexedSpan
+	byKey  map[string][]releasedServer
 	// byTrace maps a released trace ID to the trace ID its spans left with.
 	byTrace map[pcommon.TraceID]indexedTrace
 	order   []indexEntry
@@ -35,7 +35,7 @@ type indexedTrace struct {
 }
 
 type indexEntry struct {
-	at     time.Time
+	at      time.Time
 	seq     uint64
 	spanID  pcommon.SpanID
 	traceID pcommon.TraceID
