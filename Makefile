@@ -1,4 +1,6 @@
 # tracestitch — see README.md. Tools are pinned and installed by these rules.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 GO          ?= go
 BIN         := $(CURDIR)/bin
 OCB_VERSION := v0.165.0
@@ -6,7 +8,9 @@ OCB         := $(BIN)/builder-$(OCB_VERSION)
 COLLECTOR   := build/otelcol-tracestitch
 COMPONENT   := processor/tracestitch
 
-.PHONY: test vet unit generate check-generated build smoke run clean
+.PHONY: test vet unit generate check-generated build smoke run jaeger e2e accuracy clean
+
+JAEGER      := $(BIN)/jaeger
 
 ## test: everything CI checks (vet, generated code, race tests, ocb build, smoke run)
 test: vet check-generated unit smoke
@@ -40,8 +44,26 @@ build: $(OCB)
 smoke: build
 	BIN=$(COLLECTOR) bash scripts/smoke.sh
 
-## run: build the collector and start it with config.yaml
-run: build
+## jaeger: Jaeger v2 (pinned in tools/jaeger/go.mod), the Zipkin-API backend of e2e and run
+jaeger: $(JAEGER)
+$(JAEGER): tools/jaeger/go.mod tools/jaeger/go.sum
+	mkdir -p $(BIN)
+	cd tools/jaeger && $(GO) build -o $(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+
+## e2e: simulator -> ocb-built collector -> Jaeger; checks stored traces and metrics against ground truth
+e2e: build jaeger
+	$(GO) test -tags e2e -count=1 -v ./e2e/
+
+## accuracy: the simulator scenario matrix through the processor, with the accuracy table
+accuracy:
+	$(GO) test -count=1 -run 'TestAccuracy$$' -v ./$(COMPONENT)/ | grep -E '^(\||--- |ok|FAIL|PASS)'
+
+## run: the demo — Jaeger + collector + simulated broken mesh traffic; prints the disconnected share before/after
+run: build jaeger
+	$(GO) run ./cmd/demo
+
+## collector: just the collector with config.yaml (send your own spans)
+collector: build
 	$(COLLECTOR) --config config.yaml
 
 clean:

@@ -111,6 +111,12 @@ func Evaluate(spans []*Span, out []OutSpan) Report {
 		byKey[s.Key] = s
 	}
 	for _, s := range spans {
+		if s.Fragment {
+			r.Fragments++
+			if s.Recoverable {
+				r.Recoverable++
+			}
+		}
 		o, ok := outBy[s.Key]
 		if !ok {
 			r.Lost++
@@ -132,10 +138,6 @@ func Evaluate(spans []*Span, out []OutSpan) Report {
 			}
 		}
 		if s.Fragment {
-			r.Fragments++
-			if s.Recoverable {
-				r.Recoverable++
-			}
 			if joined {
 				r.Restored++
 				if s.Recoverable {
@@ -212,4 +214,27 @@ func expected(spans []*Span) (traces, disconnected int) {
 		}
 	}
 	return traces + len(requests), disconnected
+}
+
+// ExpectedTraceIDs lists the trace IDs (32 hex) an ideal stitcher emits:
+// each span ends up in the trace of the top of its chain of kept edges
+// (every edge but an unrecoverable fragment's).
+func ExpectedTraceIDs(spans []*Span) []string {
+	byKey := make(map[string]*Span, len(spans))
+	for _, s := range spans {
+		byKey[s.Key] = s
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range spans {
+		top := s
+		for top.TrueParent != "" && (!top.Fragment || top.Recoverable) {
+			top = byKey[top.TrueParent]
+		}
+		if id := top.Trace32(); !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }

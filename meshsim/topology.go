@@ -154,7 +154,7 @@ func ParseTopology(b []byte) (*Topology, error) {
 	if err := yaml.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("topology: %w", err)
 	}
-	return &t, t.validate()
+	return &t, t.Validate()
 }
 
 // LoadTopology reads a topology file; "" gives the default topology.
@@ -178,7 +178,8 @@ func (t *Topology) service(name string) *Service {
 	return nil
 }
 
-func (t *Topology) validate() error {
+// Validate checks the topology and fills defaults.
+func (t *Topology) Validate() error {
 	if t.service(t.Entry) == nil {
 		return fmt.Errorf("topology: entry service %q is not defined", t.Entry)
 	}

@@ -1,0 +1,96 @@
+// Command demo is `make run`: it starts Jaeger and the ocb-built collector
+// on loopback, sends simulated mesh traffic with broken propagation through
+// the collector, prints the disconnected share before and after stitching
+// and where to look at the traces, then keeps everything running until
+// interrupted (or -hold elapses).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tracestitch/tracestitch/internal/stack"
+	"github.com/tracestitch/tracestitch/meshsim"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		collector = flag.String("collector", "build/otelcol-tracestitch", "collector binary")
+		jaeger    = flag.String("jaeger", "bin/jaeger", "jaeger binary")
+		requests  = flag.Int("requests", 200, "simulated requests")
+		hold      = flag.Duration("hold", 0, "stop after this long (0: until interrupted)")
+		logs      = flag.String("logs", "build/demo-logs", "directory for collector.log and jaeger.log")
+	)
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	st, err := stack.Start(ctx, stack.Options{
+		CollectorBin: *collector, CollectorConfig: "e2e/collector.yaml",
+		JaegerBin: *jaeger, JaegerConfig: "e2e/jaeger.yaml", LogDir: *logs,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Stop()
+	fmt.Printf("Jaeger UI:          %s\ncollector Zipkin:   %s\ncollector OTLP:     %s\ncollector metrics:  %s\nlogs:               %s\n\n",
+		st.JaegerUI, st.ZipkinURL, st.OTLPURL, st.MetricsURL, *logs)
+
+	topo, err := meshsim.LoadTopology("")
+	if err != nil {
+		return err
+	}
+	opts := meshsim.DefaultOptions()
+	opts.Start, opts.Requests, opts.Shared = time.Now(), *requests, false
+	res := meshsim.Run(topo, opts)
+	fmt.Printf("sending %d spans of %d requests (bookinfo + chain + fan-out, some apps drop the trace headers)...\n", len(res.Spans), opts.Requests)
+	sender := &meshsim.Sender{ZipkinURL: st.ZipkinURL, OTLPURL: st.OTLPURL}
+	if _, err := sender.Replay(ctx, res.Spans, opts.FlushInterval); err != nil {
+		return err
+	}
+	var m map[string]float64
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if m, err = st.Metrics(ctx); err == nil && m["otelcol_processor_tracestitch_spans_released"] >= float64(len(res.Spans)) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r := meshsim.Evaluate(res.Spans, nil)
+	oc := func(o string) float64 { return m[fmt.Sprintf("otelcol_processor_tracestitch_traces{outcome=%q}", o)] }
+	total := oc("connected") + oc("stitched") + oc("disconnected")
+	fmt.Printf("\ndisconnected share before stitching: %5.1f%% (%d of %d trace IDs)\n", 100*r.ShareBefore(), r.DisconnectedBefore, r.TracesBefore)
+	if total > 0 {
+		fmt.Printf("disconnected share after stitching:  %5.1f%% (%.0f of %.0f traces; %.0f stitched, %.0f connected)\n",
+			100*oc("disconnected")/total, oc("disconnected"), total, oc("stitched"), oc("connected"))
+	}
+	fmt.Printf("ideal (ground truth):                %5.1f%%\n\nbroken propagation by service:\n", 100*r.ShareTruth())
+	for k, v := range m {
+		if len(k) > 40 && k[:40] == "otelcol_processor_tracestitch_broken_pro" {
+			fmt.Printf("  %s %.0f\n", k[len("otelcol_processor_tracestitch_broken_propagation"):], v)
+		}
+	}
+	fmt.Printf("\nopen %s/search?service=gateway.istio-system to see stitched traces (tag tracestitch.stitched_by)\n", st.JaegerUI)
+	if *hold > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(*hold):
+		}
+		return nil
+	}
+	fmt.Println("press Ctrl-C to stop")
+	<-ctx.Done()
+	return nil
+}
