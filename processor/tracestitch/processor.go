@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/otel/attribute"
@@ -20,7 +21,16 @@ import (
 // the rest are counted as "other".
 const maxBlamedServices = 200
 
-const reasonDownstreamError = "downstream_error"
+// Reasons of spans_dropped.
+const (
+	// the next consumer returned a permanent error
+	reasonDownstreamPermanent = "downstream_permanent"
+	// the next consumer returned a retryable error; retrying is the job of
+	// the exporter's retry/queue, the processor does not hold spans twice
+	reasonDownstreamError = "downstream_error"
+	// Shutdown's context ended before these spans could be handed on
+	reasonShutdown = "shutdown_timeout"
+)
 
 // tracestitchProcessor is the thin wiring around the buffer: it locks it,
 // runs one ticker for all deadlines, and hands released units downstream.
@@ -123,7 +133,18 @@ func (p *tracestitchProcessor) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	units := p.buf.releaseAll(p.now())
 	p.mu.Unlock()
-	p.emit(ctx, units)
+	// Flush in the background so that a consumer that blocks cannot hold
+	// Shutdown past its context; what is not handed on by then is counted.
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		p.emit(ctx, units)
+	}()
+	select {
+	case <-flushed:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	p.tel.Shutdown()
 	return err
 }
@@ -164,19 +185,34 @@ func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
 }
 
 func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
+	// Telemetry is recorded with a context of its own: a cancelled caller
+	// must not lose the counts.
+	tctx := context.WithoutCancel(ctx)
 	for _, u := range units {
-		p.record(ctx, u)
+		p.record(tctx, u)
 		td := u.build(p.cfg.OriginalTraceIDAttribute)
-		p.tel.ProcessorTracestitchSpansBuffered.Add(ctx, -int64(u.spans))
-		if err := p.next.ConsumeTraces(ctx, td); err != nil {
-			p.tel.ProcessorTracestitchSpansDropped.Add(ctx, int64(u.spans),
-				metric.WithAttributes(attribute.String("reason", reasonDownstreamError)))
-			p.logger.Warn("next consumer refused released spans; they are dropped",
-				zap.Int("spans", u.spans), zap.Error(err))
+		p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(u.spans))
+		if ctx.Err() != nil {
+			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
 			continue
 		}
-		p.tel.ProcessorTracestitchSpansReleased.Add(ctx, int64(u.spans))
+		if err := p.next.ConsumeTraces(ctx, td); err != nil {
+			reason := reasonDownstreamError
+			if consumererror.IsPermanent(err) {
+				reason = reasonDownstreamPermanent
+			}
+			p.drop(tctx, u.spans, reason, err)
+			continue
+		}
+		p.tel.ProcessorTracestitchSpansReleased.Add(tctx, int64(u.spans))
 	}
+}
+
+func (p *tracestitchProcessor) drop(ctx context.Context, spans int, reason string, err error) {
+	p.tel.ProcessorTracestitchSpansDropped.Add(ctx, int64(spans),
+		metric.WithAttributes(attribute.String("reason", reason)))
+	p.logger.Warn("released spans could not be handed to the next consumer; they are dropped",
+		zap.Int("spans", spans), zap.String("reason", reason), zap.Error(err))
 }
 
 var (

@@ -1,0 +1,116 @@
+package tracestitch
+
+import (
+	"context"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.yaml.in/yaml/v3"
+)
+
+// fuzzTraces decodes bytes into spans drawn from small alphabets of IDs,
+// request IDs and instances, so that collisions, cycles, shared pairs and
+// ambiguity are common. 12 bytes per span.
+func fuzzTraces(data []byte) ptrace.Traces {
+	td := ptrace.NewTraces()
+	kinds := []ptrace.SpanKind{ptrace.SpanKindServer, ptrace.SpanKindClient, ptrace.SpanKindInternal, ptrace.SpanKindUnspecified}
+	rids := []string{"", rid, rid14, ridOther, "not-a-uuid", "6F1C3B5E-2D7A-9C4E-8B1A-0C3D5E7F9A2B"}
+	nodes := []string{"", pp1, pp2, rv1}
+	for len(data) >= 12 {
+		b := data[:12]
+		data = data[12:]
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", nodes[b[0]%4])
+		sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		var tid pcommon.TraceID
+		tid[15] = b[1] % 5 // 0 is the empty trace ID
+		if b[1]&0x80 != 0 {
+			tid[0] = 0xab // a 128-bit twin with the same low bits
+		}
+		sp.SetTraceID(tid)
+		sp.SetSpanID(pcommon.SpanID{7: b[2] % 9})
+		sp.SetParentSpanID(pcommon.SpanID{7: b[3] % 9})
+		sp.SetKind(kinds[b[4]%4])
+		start := uint64(binary.BigEndian.Uint16(b[5:7]))
+		end := uint64(binary.BigEndian.Uint16(b[7:9]))
+		sp.SetStartTimestamp(pcommon.Timestamp(start * uint64(time.Millisecond)))
+		sp.SetEndTimestamp(pcommon.Timestamp(end * uint64(time.Millisecond)))
+		switch b[9] % 4 {
+		case 0:
+			sp.Attributes().PutStr("guid:x-request-id", rids[b[10]%6])
+		case 1:
+			sp.Attributes().PutEmptySlice("http.request.header.x-request-id").AppendEmpty().SetStr(rids[b[10]%6])
+		case 2:
+			sp.Attributes().PutInt("guid:x-request-id", int64(b[10]))
+		}
+		if n := nodes[b[11]%4]; n != "" {
+			sp.Attributes().PutStr("node_id", n)
+		}
+	}
+	return td
+}
+
+// FuzzStitch feeds arbitrary span soups through the processor, in one or
+// two batches with a release in between (so the late index is used):
+// no panic, no hang, every span leaves exactly once.
+func FuzzStitch(f *testing.F) {
+	f.Add([]byte("\x00\x01\x01\x00\x00\x00\x00\x00\x28\x00\x01\x01" + "\x00\x02\x02\x00\x01\x00\x03\x00\x22\x00\x01\x01"))
+	f.Add([]byte("\x01\x01\x01\x02\x03\x00\x00\x00\x28\x00\x01\x01\x01\x02\x02\x01\x03\x00\x00\x00\x28\x00\x01\x01"))
+	f.Add([]byte("\x00\x81\x01\x00\x00\x00\x00\x00\x28\x01\x00\x01\x00\x01\x01\x00\x01\x00\x00\x00\x28\x01\x00\x02"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 12*400 {
+			return
+		}
+		for _, mode := range []StitchMode{StitchModeReparent, StitchModeLink} {
+			h := newHarness(t, func(c *Config) { c.StitchMode = mode })
+			split := len(data) / 24 * 12
+			h.sendTraces(fuzzTraces(data[:split]))
+			h.advance(2 * time.Second)
+			h.sendTraces(fuzzTraces(data[split:]))
+			h.shutdown()
+			require.Equal(t, int64(h.in), h.counter("processor_tracestitch_spans_released"))
+			var roots int64
+			for _, n := range h.outcomes() {
+				roots += n
+			}
+			if h.in > 0 {
+				require.LessOrEqual(t, roots, int64(h.in), "at most one outcome per span")
+			}
+		}
+	})
+}
+
+// FuzzConfig unmarshals arbitrary YAML into the config: an error or a
+// config that validates and builds a working processor, never a panic.
+func FuzzConfig(f *testing.F) {
+	f.Add([]byte("wait_duration: 1s\nmax_wait: 2s\nmax_buffered_spans: 10\n"))
+	f.Add([]byte("stitch_mode: link\nrequest_id: {enabled: true, attributes: [a], time_tolerance: 5ms}\n"))
+	f.Add([]byte("max_wait: -1s\ninstance_identity: []\n"))
+	f.Add([]byte("late_span_ttl: 0s\nmax_index_entries: 0\nrequest_id: {attributes: [\"\"]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var raw map[string]any
+		if yaml.Unmarshal(data, &raw) != nil {
+			return
+		}
+		cfg := createDefaultConfig().(*Config)
+		if confmap.NewFromStringMap(raw).Unmarshal(cfg) != nil {
+			return
+		}
+		if cfg.Validate() != nil {
+			return
+		}
+		require.Positive(t, cfg.WaitDuration)
+		require.GreaterOrEqual(t, cfg.MaxWait, cfg.WaitDuration)
+		require.Positive(t, cfg.MaxBufferedSpans)
+		h := newHarness(t, func(c *Config) { *c = *cfg })
+		h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40},
+			ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34})
+		require.NoError(t, h.p.Shutdown(context.Background()))
+		require.Equal(t, 2, h.sink.SpanCount())
+	})
+}
