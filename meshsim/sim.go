@@ -47,12 +47,12 @@ type Options struct {
 // DefaultOptions are a small, realistic run.
 func DefaultOptions() Options {
 	return Options{
-		Seed:        1,
-		Requests:    100,
-		Concurrency: 8,
-		Start:       time.Unix(1_764_010_000, 0),
-		Shared:      true,
-		MaxSkew:     50 * time.Millisecond,
+		Seed:          1,
+		Requests:      100,
+		Concurrency:   8,
+		Start:         time.Unix(1_764_010_000, 0),
+		Shared:        true,
+		MaxSkew:       50 * time.Millisecond,
 		RetryRate:     0.05,
 		FlushInterval: 200 * time.Millisecond,
 		ReportDelay:   300 * time.Millisecond,
