@@ -8,12 +8,15 @@ OCB         := $(BIN)/builder-$(OCB_VERSION)
 COLLECTOR   := build/otelcol-tracestitch
 COMPONENT   := processor/tracestitch
 
-.PHONY: test vet unit generate check-generated build smoke run jaeger e2e accuracy clean
+.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e accuracy bench fuzz clean
 
 JAEGER      := $(BIN)/jaeger
 
-## test: everything CI checks (vet, generated code, race tests, ocb build, smoke run)
-test: vet check-generated unit smoke
+## test: everything CI checks (vet, generated code, race tests, brief fuzzing, ocb build, smoke run)
+test: vet check-generated unit fuzz-brief smoke
+
+fuzz-brief:
+	$(MAKE) fuzz FUZZTIME=5s
 
 vet:
 	$(GO) vet ./...
@@ -57,6 +60,16 @@ e2e: build jaeger
 ## accuracy: the simulator scenario matrix through the processor, with the accuracy table
 accuracy:
 	$(GO) test -count=1 -run 'TestAccuracy$$' -v ./$(COMPONENT)/ | grep -E '^(\||--- |ok|FAIL|PASS)'
+
+## bench: tracestitch vs groupbytraceprocessor vs a regroup-only floor, same input, one run; prints the table
+bench:
+	$(GO) run ./bench/cmd/benchtable
+
+## fuzz: each fuzz target for FUZZTIME (CI runs them for a few seconds in `make test`)
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzStitch$$' -fuzztime $(FUZZTIME) ./$(COMPONENT)/
+	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./$(COMPONENT)/
 
 ## run: the demo — Jaeger + collector + simulated broken mesh traffic; prints the disconnected share before/after
 run: build jaeger

@@ -1,0 +1,174 @@
+// Package bench measures tracestitch side by side with contrib's
+// groupbytraceprocessor and a regroup-only floor on the same simulator
+// traffic. `make bench` prints the table (bench/cmd/benchtable);
+// `go test -bench . ./bench` runs the same code as Go benchmarks.
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/tracestitch/tracestitch/meshsim"
+)
+
+// Shape is the size of the simulated requests.
+type Shape int
+
+const (
+	Spans10  Shape = 10
+	Spans100 Shape = 100
+)
+
+// topology builds a mesh whose requests have about `shape` spans; broken
+// makes one mid-level service forward only x-request-id.
+func topology(shape Shape, broken bool) *meshsim.Topology {
+	var b strings.Builder
+	b.WriteString("entry: gateway\nservices:\n")
+	svc := func(name string, prop meshsim.Propagation, calls ...string) {
+		fmt.Fprintf(&b, "  - {name: %s, propagation: %s, replicas: 2, work_ms: 1, calls: [", name, prop)
+		for i, c := range calls {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "{service: %s, parallel: true}", c)
+		}
+		b.WriteString("]}\n")
+	}
+	mid := meshsim.PropagationFull
+	if broken {
+		mid = meshsim.PropagationRequestIDOnly
+	}
+	switch shape {
+	case Spans10: // 1 + 2×4 calls = 9 spans, 10 with a retry now and then
+		svc("gateway", meshsim.PropagationFull, "a")
+		svc("a", mid, "b", "c")
+		svc("b", meshsim.PropagationFull, "d")
+		svc("c", meshsim.PropagationFull)
+		svc("d", meshsim.PropagationFull)
+	default: // 1 + 2×(1+7+42) = 101 spans
+		leaves := make([]string, 7)
+		for i := range leaves {
+			leaves[i] = fmt.Sprintf("l%d", i)
+		}
+		svc("gateway", meshsim.PropagationFull, "hub")
+		svc("hub", mid, leaves...)
+		for _, l := range leaves {
+			svc(l, meshsim.PropagationFull, "s0", "s1", "s2", "s3", "s4", "s5")
+		}
+		for i := 0; i < 6; i++ {
+			svc(fmt.Sprintf("s%d", i), meshsim.PropagationFull)
+		}
+	}
+	t, err := meshsim.ParseTopology([]byte(b.String()))
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// Input is pre-generated traffic: batches as a receiver would hand them on.
+type Input struct {
+	Batches []ptrace.Traces
+	Spans   int
+}
+
+// Generate makes about `spans` spans of requests of the given shape, 30% of
+// them broken (request ID forwarded, trace headers not), in batches of the
+// spans that arrived within 50ms. Requests are simulated once and replicated
+// with fresh IDs, which keeps generation cheap for a million spans.
+func Generate(shape Shape, spans int) Input {
+	const requests = 200
+	opts := meshsim.DefaultOptions()
+	opts.Requests = requests * 7 / 10
+	opts.RetryRate = 0
+	whole := meshsim.Run(topology(shape, false), opts).Spans
+	opts.Requests = requests * 3 / 10
+	opts.Seed = 2
+	broken := meshsim.Run(topology(shape, true), opts).Spans
+	for _, s := range broken {
+		s.Request += requests // keep request numbers apart
+	}
+	all := append(whole, broken...)
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Arrival.Before(all[j].Arrival) })
+
+	var base []ptrace.Traces
+	n := 0
+	for _, b := range meshsim.Batches(all, 50e6) {
+		td, err := meshsim.Traces(b)
+		if err != nil {
+			panic(err)
+		}
+		base = append(base, td)
+		n += td.SpanCount()
+	}
+	in := Input{}
+	for rep := 0; in.Spans < spans; rep++ {
+		for _, td := range base {
+			c := ptrace.NewTraces()
+			td.CopyTo(c)
+			if rep > 0 {
+				reID(c, uint64(rep))
+			}
+			in.Batches = append(in.Batches, c)
+			in.Spans += c.SpanCount()
+		}
+	}
+	return in
+}
+
+// reID makes a replica distinct: trace, span and parent IDs and request IDs
+// are XORed with the replica number, so structure and links are kept.
+func reID(td ptrace.Traces, rep uint64) {
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				s := spans.At(k)
+				t := s.TraceID()
+				binary.BigEndian.PutUint64(t[8:], binary.BigEndian.Uint64(t[8:])^rep)
+				s.SetTraceID(t)
+				s.SetSpanID(xorSpan(s.SpanID(), rep))
+				if p := s.ParentSpanID(); !p.IsEmpty() {
+					s.SetParentSpanID(xorSpan(p, rep))
+				}
+				for _, key := range []string{"guid:x-request-id", "http.request.header.x-request-id"} {
+					v, ok := s.Attributes().Get(key)
+					if !ok {
+						continue
+					}
+					suffix := fmt.Sprintf("%08x", rep)
+					if v.Type() == pcommon.ValueTypeStr && len(v.Str()) == 36 {
+						v.SetStr(v.Str()[:28] + suffix)
+					} else if v.Type() == pcommon.ValueTypeSlice && v.Slice().Len() > 0 {
+						e := v.Slice().At(0)
+						if len(e.Str()) == 36 {
+							e.SetStr(e.Str()[:28] + suffix)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func xorSpan(id pcommon.SpanID, rep uint64) pcommon.SpanID {
+	binary.BigEndian.PutUint64(id[:], binary.BigEndian.Uint64(id[:])^(rep<<32))
+	return id
+}
+
+// Clone deep-copies the batches (processors take ownership of their input).
+func (in Input) Clone() []ptrace.Traces {
+	out := make([]ptrace.Traces, len(in.Batches))
+	for i, td := range in.Batches {
+		out[i] = ptrace.NewTraces()
+		td.CopyTo(out[i])
+	}
+	return out
+}

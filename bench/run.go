@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/metrics"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/groupbytraceprocessor"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/tracestitch/tracestitch/processor/tracestitch"
+)
+
+// Subject is one of the measured processors.
+type Subject string
+
+const (
+	Tracestitch  Subject = "tracestitch"
+	Groupbytrace Subject = "groupbytrace"
+	Floor        Subject = "floor"
+)
+
+// Subjects in table order.
+var Subjects = []Subject{Tracestitch, Groupbytrace, Floor}
+
+// Wait is the wait_duration of the timed subjects.
+const Wait = 100 * time.Millisecond
+
+type countSink struct{ n atomic.Int64 }
+
+func (c *countSink) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+func (c *countSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	c.n.Add(int64(td.SpanCount()))
+	return nil
+}
+
+// create builds a subject through its factory. wait is its release wait;
+// capacity is large enough that nothing is evicted.
+func create(s Subject, wait time.Duration, capacity int, next consumer.Traces) (processor.Traces, *componenttest.Telemetry, error) {
+	tel := componenttest.NewTelemetry()
+	var f processor.Factory
+	var cfg component.Config
+	switch s {
+	case Tracestitch:
+		f = tracestitch.NewFactory()
+		c := f.CreateDefaultConfig().(*tracestitch.Config)
+		c.WaitDuration, c.MaxWait = wait, 10*wait
+		c.MaxBufferedSpans = capacity
+		cfg = c
+	case Groupbytrace:
+		f = groupbytraceprocessor.NewFactory()
+		c := f.CreateDefaultConfig().(*groupbytraceprocessor.Config)
+		c.WaitDuration = wait // everything else: its defaults
+		cfg = c
+	case Floor:
+		f = newFloorFactory()
+		cfg = f.CreateDefaultConfig()
+	default:
+		return nil, nil, fmt.Errorf("unknown subject %q", s)
+	}
+	set := processortest.NewNopSettings(f.Type())
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	p, err := f.CreateTraces(context.Background(), set, cfg, next)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, tel, p.Start(context.Background(), componenttest.NewNopHost())
+}
+
+// Round feeds the input through a fresh subject until every span came out.
+// Release timing is the same for all: tracestitch and groupbytrace release
+// on their own clocks (wait 100ms; idle waiting costs no CPU), the floor
+// flushes on Shutdown.
+type Round struct {
+	Spans  int
+	Wall   time.Duration
+	CPU    time.Duration
+	Allocs uint64
+}
+
+// RunRound is one round on fresh copies of in (copies are made before timing).
+func RunRound(s Subject, in Input) (Round, error) { return runRound(s, in, Wait, false) }
+
+// FlushRound buffers everything (long wait) and releases it all with
+// Shutdown: the cost per span at a given buffered volume. Not for
+// groupbytrace, which does not flush on Shutdown.
+func FlushRound(s Subject, in Input) (Round, error) { return runRound(s, in, time.Hour, true) }
+
+func runRound(s Subject, in Input, wait time.Duration, flush bool) (Round, error) {
+	batches := in.Clone()
+	sink := &countSink{}
+	p, tel, err := create(s, wait, 4*in.Spans, sink)
+	if err != nil {
+		return Round{}, err
+	}
+	defer tel.Shutdown(context.Background()) //nolint:errcheck
+	ctx := context.Background()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	cpu0, wall0 := cpuTime(), time.Now()
+	for i, td := range batches {
+		if err := p.ConsumeTraces(ctx, td); err != nil {
+			return Round{}, err
+		}
+		batches[i] = ptrace.Traces{}
+	}
+	if flush || s == Floor {
+		if err := p.Shutdown(ctx); err != nil {
+			return Round{}, err
+		}
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for sink.n.Load() < int64(in.Spans) {
+		if time.Now().After(deadline) {
+			return Round{}, fmt.Errorf("%s released %d of %d spans", s, sink.n.Load(), in.Spans)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r := Round{Spans: in.Spans, Wall: time.Since(wall0), CPU: cpuTime() - cpu0}
+	runtime.ReadMemStats(&m1)
+	r.Allocs = m1.Mallocs - m0.Mallocs
+	if !flush && s != Floor {
+		if err := p.Shutdown(ctx); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// HeldPerSpan buffers the input with a long wait and returns the live heap
+// the subject holds per buffered span.
+func HeldPerSpan(s Subject, in Input) (float64, error) {
+	batches := in.Clone()
+	sink := &countSink{}
+	base := liveHeap()
+	p, tel, err := create(s, time.Hour, 4*in.Spans, sink)
+	if err != nil {
+		return 0, err
+	}
+	defer tel.Shutdown(context.Background()) //nolint:errcheck
+	for i, td := range batches {
+		if err := p.ConsumeTraces(context.Background(), td); err != nil {
+			return 0, err
+		}
+		batches[i] = ptrace.Traces{}
+	}
+	batches = nil
+	if s == Groupbytrace {
+		// its events are processed on a worker: wait until the queue is empty
+		if err := waitGauge(tel, "otelcol_processor_groupbytrace_num_events_in_queue", 0); err != nil {
+			return 0, err
+		}
+	}
+	held := float64(liveHeap()) - float64(base)
+	runtime.KeepAlive(p)
+	if sink.n.Load() != 0 {
+		return 0, fmt.Errorf("%s released spans early", s)
+	}
+	_ = p.Shutdown(context.Background())
+	return held / float64(in.Spans), nil
+}
+
+func waitGauge(tel *componenttest.Telemetry, name string, want int64) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		if v, ok := gauge(tel, name); ok && v == want {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s never reached %d", name, want)
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
