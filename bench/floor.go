@@ -73,15 +73,17 @@ func (f *floor) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 	return nil
 }
 
-func (f *floor) Shutdown(ctx context.Context) error {
+func (f *floor) Shutdown(ctx context.Context) error { return f.flush(ctx) }
+
+// flush emits every group; the map is kept (cleared) for the next round.
+func (f *floor) flush(ctx context.Context) error {
 	f.mu.Lock()
-	groups := f.groups
-	f.groups = map[pcommon.TraceID]ptrace.Traces{}
-	f.mu.Unlock()
-	for _, g := range groups {
+	defer f.mu.Unlock()
+	for _, g := range f.groups {
 		if err := f.next.ConsumeTraces(ctx, g); err != nil {
 			return err
 		}
 	}
+	clear(f.groups)
 	return nil
 }

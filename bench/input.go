@@ -164,11 +164,18 @@ func xorSpan(id pcommon.SpanID, rep uint64) pcommon.SpanID {
 }
 
 // Clone deep-copies the batches (processors take ownership of their input).
-func (in Input) Clone() []ptrace.Traces {
+func (in Input) Clone() []ptrace.Traces { return in.CloneAs(0) }
+
+// CloneAs is Clone with every ID moved to another replica space, so that a
+// warm-up pass and a timed pass never share a trace, span or request ID.
+func (in Input) CloneAs(space uint64) []ptrace.Traces {
 	out := make([]ptrace.Traces, len(in.Batches))
 	for i, td := range in.Batches {
 		out[i] = ptrace.NewTraces()
 		td.CopyTo(out[i])
+		if space > 0 {
+			reID(out[i], space<<20)
+		}
 	}
 	return out
 }

@@ -26,6 +26,22 @@ type group struct {
 	released  bool
 }
 
+// memberCount and member walk a unit root's groups; a unit that never
+// merged is just its root (no slice allocated).
+func (g *group) memberCount() int {
+	if g.members == nil {
+		return 1
+	}
+	return len(g.members)
+}
+
+func (g *group) member(i int) *group {
+	if g.members == nil {
+		return g
+	}
+	return g.members[i]
+}
+
 func (g *group) root() *group {
 	r := g
 	for r.parent != nil {
@@ -53,22 +69,29 @@ type buffer struct {
 	maxSpans      int
 	reader        recReader
 	stitchOpts    stitchOptions
+	stitcher      *stitcher
 	released      *releasedIndex
 
 	groups map[pcommon.TraceID]*group
 	// bySpanID: groups holding a span with this ID.
-	bySpanID map[pcommon.SpanID][]*group
+	bySpanID map[pcommon.SpanID]groupList
 	// byParent: groups holding a span whose parent was not in its own group
 	// when it arrived (so the parent's group can find it).
-	byParent map[pcommon.SpanID][]*group
+	byParent map[pcommon.SpanID]groupList
 	// byReqKey: groups holding a span with this request ID.
-	byReqKey map[string][]*group
+	byReqKey map[reqKey]groupList
 
 	due  deadlineQueue
 	fifo []*group // groups in creation order, for eviction
 	head int
 
 	spans int
+
+	// scratch, reused under the lock to keep the hot path allocation-free
+	rsDests  map[*group]ptrace.ResourceSpans
+	ssDests  map[*group]ptrace.SpanSlice
+	seenSpan map[pcommon.SpanID]struct{}
+	seenKey  map[reqKey]struct{}
 }
 
 func newBuffer(cfg *Config) *buffer {
@@ -82,11 +105,16 @@ func newBuffer(cfg *Config) *buffer {
 			tolerance: uint64(cfg.RequestID.TimeTolerance.Nanoseconds()),
 			link:      cfg.StitchMode == StitchModeLink,
 		},
+		stitcher: newStitcher(),
 		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 		groups:   make(map[pcommon.TraceID]*group),
-		bySpanID: make(map[pcommon.SpanID][]*group),
-		byParent: make(map[pcommon.SpanID][]*group),
-		byReqKey: make(map[string][]*group),
+		bySpanID: make(map[pcommon.SpanID]groupList),
+		byParent: make(map[pcommon.SpanID]groupList),
+		byReqKey: make(map[reqKey]groupList),
+		rsDests:  make(map[*group]ptrace.ResourceSpans),
+		ssDests:  make(map[*group]ptrace.SpanSlice),
+		seenSpan: make(map[pcommon.SpanID]struct{}),
+		seenKey:  make(map[reqKey]struct{}),
 	}
 }
 
@@ -103,13 +131,15 @@ func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
 		rs := rss.At(i)
 		resAttrs := rs.Resource().Attributes()
 		service := serviceName(resAttrs)
-		dests := map[*group]ptrace.ResourceSpans{}
+		dests := b.rsDests
+		clear(dests)
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			ss := sss.At(j)
 			var lastGroup *group
 			var lastDest ptrace.SpanSlice
-			scopeDests := map[*group]ptrace.SpanSlice{}
+			scopeDests := b.ssDests
+			clear(scopeDests)
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
 				span := spans.At(k)
@@ -137,8 +167,11 @@ func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
 					lastGroup, lastDest = g, dest
 				}
 				span.MoveTo(lastDest.AppendEmpty())
-				b.index(g, rec)
+				if g.recs == nil {
+					g.recs = make([]spanRec, 0, 8)
+				}
 				g.recs = append(g.recs, rec)
+				b.index(g, &g.recs[len(g.recs)-1])
 				r := g.root()
 				r.spans++
 				r.lastSeen = now
@@ -146,6 +179,8 @@ func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
 			}
 		}
 	}
+	clear(b.rsDests)
+	clear(b.ssDests)
 	b.spans += st.spans
 	return st
 }
@@ -155,39 +190,72 @@ func (b *buffer) groupFor(tid pcommon.TraceID, now time.Time) *group {
 		return g
 	}
 	g := &group{traceID: tid, td: ptrace.NewTraces(), firstSeen: now, lastSeen: now}
-	g.members = []*group{g}
 	b.groups[tid] = g
 	b.fifo = append(b.fifo, g)
 	heap.Push(&b.due, deadlineEntry{at: b.deadline(g), g: g})
 	return g
 }
 
-func (b *buffer) index(g *group, rec spanRec) {
+func (b *buffer) index(g *group, rec *spanRec) {
 	if !rec.spanID.IsEmpty() {
-		b.bySpanID[rec.spanID] = appendGroup(b.bySpanID[rec.spanID], g)
+		addToIndex(b.bySpanID, rec.spanID, g)
 	}
-	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !containsGroup(b.bySpanID[p], g) {
-		b.byParent[p] = appendGroup(b.byParent[p], g)
+	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID {
+		if l := b.bySpanID[p]; !l.contains(g) {
+			addToIndex(b.byParent, p, g)
+		}
 	}
-	if rec.reqKey != "" {
-		b.byReqKey[rec.reqKey] = appendGroup(b.byReqKey[rec.reqKey], g)
+	if !rec.reqKey.empty() {
+		addToIndex(b.byReqKey, rec.reqKey, g)
 	}
 }
 
-func appendGroup(list []*group, g *group) []*group {
-	if n := len(list); n > 0 && list[n-1] == g {
-		return list
-	}
-	return append(list, g)
+// groupList is an index value: nearly always one group, kept inline so that
+// indexing a span allocates nothing but the map slot.
+type groupList struct {
+	first *group
+	more  []*group
 }
 
-func containsGroup(list []*group, g *group) bool {
-	for _, x := range list {
-		if x == g {
+func (l groupList) len() int {
+	if l.first == nil {
+		return 0
+	}
+	return 1 + len(l.more)
+}
+
+func (l groupList) at(i int) *group {
+	if i == 0 {
+		return l.first
+	}
+	return l.more[i-1]
+}
+
+func (l groupList) last() *group {
+	if len(l.more) > 0 {
+		return l.more[len(l.more)-1]
+	}
+	return l.first
+}
+
+func (l groupList) contains(g *group) bool {
+	for i := 0; i < l.len(); i++ {
+		if l.at(i) == g {
 			return true
 		}
 	}
 	return false
+}
+
+func addToIndex[K comparable](m map[K]groupList, k K, g *group) {
+	l := m[k]
+	switch {
+	case l.first == nil:
+		m[k] = groupList{first: g}
+	case l.last() != g:
+		l.more = append(l.more, g)
+		m[k] = l
+	}
 }
 
 // deadline of a unit root: a quiet period after its newest span, capped at
@@ -275,32 +343,32 @@ func (b *buffer) compactFIFO() {
 // span of the unit, and spans with the same request ID. Each key is followed
 // once, so a hot request ID costs O(spans), not O(spans²).
 func (b *buffer) gather(r *group) *group {
-	seenSpan := map[pcommon.SpanID]bool{}
-	seenKey := map[string]bool{}
-	follow := func(list []*group) {
-		for _, g := range list {
-			if o := g.root(); o != r {
+	seenSpan, seenKey := b.seenSpan, b.seenKey
+	defer clear(seenSpan)
+	defer clear(seenKey)
+	follow := func(l groupList) {
+		for i := 0; i < l.len(); i++ {
+			if o := l.at(i).root(); o != r {
 				b.merge(r, o)
 			}
 		}
 	}
-	for mi := 0; mi < len(r.members); mi++ {
-		m := r.members[mi]
+	for mi := 0; mi < r.memberCount(); mi++ {
+		m := r.member(mi)
 		for ri := range m.recs {
 			rec := &m.recs[ri]
-			if id := rec.spanID; !id.IsEmpty() && !seenSpan[id] {
-				seenSpan[id] = true
-				follow(b.bySpanID[id])
-				follow(b.byParent[id])
+			for _, id := range [2]pcommon.SpanID{rec.spanID, rec.parentID} {
+				if _, seen := seenSpan[id]; !id.IsEmpty() && !seen {
+					seenSpan[id] = struct{}{}
+					follow(b.bySpanID[id])
+					follow(b.byParent[id])
+				}
 			}
-			if p := rec.parentID; !p.IsEmpty() && !seenSpan[p] {
-				seenSpan[p] = true
-				follow(b.bySpanID[p])
-				follow(b.byParent[p])
-			}
-			if k := rec.reqKey; k != "" && !seenKey[k] {
-				seenKey[k] = true
-				follow(b.byReqKey[k])
+			if k := rec.reqKey; !k.empty() {
+				if _, seen := seenKey[k]; !seen {
+					seenKey[k] = struct{}{}
+					follow(b.byReqKey[k])
+				}
 			}
 		}
 	}
@@ -310,7 +378,14 @@ func (b *buffer) gather(r *group) *group {
 // merge folds unit o into unit r.
 func (b *buffer) merge(r, o *group) {
 	o.parent = r
-	r.members = append(r.members, o.members...)
+	if r.members == nil {
+		r.members = []*group{r}
+	}
+	if o.members == nil {
+		r.members = append(r.members, o)
+	} else {
+		r.members = append(r.members, o.members...)
+	}
 	o.members = nil
 	r.spans += o.spans
 	if o.firstSeen.Before(r.firstSeen) {
@@ -325,17 +400,26 @@ func (b *buffer) merge(r, o *group) {
 // is stitched. The pdata is rewritten later, outside the lock.
 func (b *buffer) detach(r *group, evicted bool, now time.Time) *unit {
 	u := &unit{groups: r.members, spans: r.spans, evicted: evicted}
-	n := 0
-	for _, m := range u.groups {
-		n += len(m.recs)
+	if u.groups == nil {
+		u.groups = []*group{r}
 	}
-	u.recs = make([]spanRec, 0, n)
+	if len(u.groups) == 1 {
+		u.recs = r.recs
+	} else {
+		n := 0
+		for _, m := range u.groups {
+			n += len(m.recs)
+		}
+		u.recs = make([]spanRec, 0, n)
+		for _, m := range u.groups {
+			u.recs = append(u.recs, m.recs...)
+		}
+	}
 	for _, m := range u.groups {
 		m.released = true
 		if b.groups[m.traceID] == m {
 			delete(b.groups, m.traceID)
 		}
-		u.recs = append(u.recs, m.recs...)
 		m.recs = nil
 	}
 	// gather followed every key of these spans, so whole keys can go, except
@@ -344,34 +428,36 @@ func (b *buffer) detach(r *group, evicted bool, now time.Time) *unit {
 		rec := &u.recs[i]
 		delete(b.bySpanID, rec.spanID)
 		delete(b.byParent, rec.spanID)
-		if rec.reqKey != "" {
+		if !rec.reqKey.empty() {
 			delete(b.byReqKey, rec.reqKey)
 		}
 		if p := rec.parentID; !p.IsEmpty() {
-			if list, ok := b.byParent[p]; ok {
-				list = removeReleased(list)
-				if len(list) == 0 {
+			if l, ok := b.byParent[p]; ok {
+				if l = l.withoutReleased(); l.first == nil {
 					delete(b.byParent, p)
 				} else {
-					b.byParent[p] = list
+					b.byParent[p] = l
 				}
 			}
 		}
 	}
 	b.spans -= u.spans
-	u.result = stitch(u.recs, b.released, b.stitchOpts)
+	u.result = b.stitcher.run(u.recs, b.released, b.stitchOpts)
 	b.released.add(u.recs, u.result.traceID, now)
 	return u
 }
 
-func removeReleased(list []*group) []*group {
-	out := list[:0]
-	for _, g := range list {
-		if !g.released {
-			out = append(out, g)
+func (l groupList) withoutReleased() groupList {
+	var out groupList
+	for i := 0; i < l.len(); i++ {
+		if g := l.at(i); !g.released {
+			if out.first == nil {
+				out.first = g
+			} else {
+				out.more = append(out.more, g)
+			}
 		}
 	}
-	clear(list[len(out):])
 	return out
 }
 

@@ -17,8 +17,8 @@ type spanRec struct {
 	kind     ptrace.SpanKind
 	start    pcommon.Timestamp
 	end      pcommon.Timestamp
-	// reqKey is the normalized request ID (see requestIDKey), "" if none.
-	reqKey string
+	// reqKey is the normalized request ID (see requestIDKey).
+	reqKey reqKey
 	// instance is the workload instance (first non-empty identity key).
 	instance string
 	// service is the resource service.name.
@@ -90,41 +90,59 @@ func requestIDValue(v pcommon.Value) (string, bool) {
 	}
 }
 
-// requestIDKey normalizes a request ID for comparison. Envoy's request IDs
-// are UUIDs whose character 14 carries Envoy's trace decision and may be
-// rewritten between hops, so it is masked; other values compare exactly.
-func requestIDKey(s string) string {
-	if !isUUID(s) {
-		return s
-	}
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'F' {
-			b[i] = c + ('a' - 'A')
-		}
-	}
-	b[14] = '*'
-	return string(b)
+// reqKey is a request ID normalized for comparison: a UUID as its 16 bytes
+// (no allocation, case-insensitive), anything else as the string itself.
+type reqKey struct {
+	uuid  [16]byte
+	other string
+	set   bool
 }
 
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
+func (k reqKey) empty() bool { return !k.set }
+
+// requestIDKey normalizes a request ID. Envoy's request IDs are UUIDs whose
+// character 14 carries Envoy's trace decision and may be rewritten between
+// hops, so that character is masked; other values compare exactly.
+func requestIDKey(s string) reqKey {
+	if u, ok := parseUUID(s); ok {
+		u[6] &^= 0xf0 // character 14 is the high nibble of byte 6
+		return reqKey{uuid: u, set: true}
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
+	return reqKey{other: s, set: true}
+}
+
+func parseUUID(s string) ([16]byte, bool) {
+	var u [16]byte
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	j := 0
+	for i := 0; i < 36; i += 2 {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i--
+			continue
 		}
+		hi, ok1 := fromHex(s[i])
+		lo, ok2 := fromHex(s[i+1])
+		if !ok1 || !ok2 {
+			return u, false
+		}
+		u[j] = hi<<4 | lo
+		j++
 	}
-	return true
+	return u, j == 16
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // firstNonEmpty returns the first non-empty string value of keys, looking at

@@ -63,6 +63,7 @@ type releasedServer struct {
 	start    pcommon.Timestamp
 	end      pcommon.Timestamp
 	service  string
+	seq      uint64 // the release that added it
 }
 
 // releasedLookup answers questions about spans released earlier.
@@ -70,7 +71,7 @@ type releasedLookup interface {
 	span(id pcommon.SpanID) (releasedSpan, bool)
 	// trace maps a released trace ID to the trace ID it left with.
 	trace(id pcommon.TraceID) (pcommon.TraceID, bool)
-	servers(reqKey string) []releasedServer
+	servers(key reqKey) []releasedServer
 }
 
 type stitchOptions struct {
@@ -124,12 +125,66 @@ type stitcher struct {
 	rel  releasedLookup
 	opts stitchOptions
 
-	byID     map[pcommon.SpanID][]int32
+	byID     map[pcommon.SpanID]idxList
 	parent   []int32 // in-unit parent, -1 if none
 	kind     []parentKind
 	method   []stitchMethod
 	released []releasedEdge // parents found among released spans
 	uf       unionFind
+
+	// scratch of the request-ID pass and of outcomes, reused across units
+	servers map[reqKey]idxList
+	traces  map[pcommon.TraceID]*traceState
+	seenTop map[int32]struct{}
+}
+
+// idxList holds the records with one key; almost always one, kept inline.
+type idxList struct {
+	first int32
+	more  []int32
+}
+
+func (l idxList) len() int { return 1 + len(l.more) }
+
+func (l idxList) at(i int) int32 {
+	if i == 0 {
+		return l.first
+	}
+	return l.more[i-1]
+}
+
+func addIdx[K comparable](m map[K]idxList, k K, i int32) {
+	if l, ok := m[k]; ok {
+		l.more = append(l.more, i)
+		m[k] = l
+		return
+	}
+	m[k] = idxList{first: i}
+}
+
+type traceState struct {
+	roots    []int32
+	stitched bool
+	missing  bool
+}
+
+func newStitcher() *stitcher {
+	return &stitcher{
+		byID:    make(map[pcommon.SpanID]idxList),
+		servers: make(map[reqKey]idxList),
+		traces:  make(map[pcommon.TraceID]*traceState),
+		seenTop: make(map[int32]struct{}),
+	}
+}
+
+// grow returns a slice of length n, reusing buf's memory when it can.
+func grow[T any](buf []T, n int) []T {
+	if cap(buf) < n {
+		return make([]T, n)
+	}
+	buf = buf[:n]
+	clear(buf)
+	return buf
 }
 
 type releasedEdge struct {
@@ -140,22 +195,25 @@ type releasedEdge struct {
 }
 
 func stitch(recs []spanRec, rel releasedLookup, opts stitchOptions) stitchResult {
+	return newStitcher().run(recs, rel, opts)
+}
+
+// run stitches one unit, reusing the stitcher's scratch memory (the
+// returned result is freshly allocated and outlives the next run).
+func (s *stitcher) run(recs []spanRec, rel releasedLookup, opts stitchOptions) stitchResult {
 	n := len(recs)
-	s := &stitcher{
-		recs:     recs,
-		rel:      rel,
-		opts:     opts,
-		byID:     make(map[pcommon.SpanID][]int32, n),
-		parent:   make([]int32, n),
-		kind:     make([]parentKind, n),
-		method:   make([]stitchMethod, n),
-		released: make([]releasedEdge, n),
-		uf:       newUnionFind(n),
-	}
+	s.recs, s.rel, s.opts = recs, rel, opts
+	clear(s.byID)
+	s.parent = grow(s.parent, n)
+	s.kind = grow(s.kind, n)
+	s.method = grow(s.method, n)
+	s.released = grow(s.released, n)
+	s.uf.p = grow(s.uf.p, n)
 	for i := range recs {
 		s.parent[i] = -1
+		s.uf.p[i] = int32(i)
 		if id := recs[i].spanID; !id.IsEmpty() {
-			s.byID[id] = append(s.byID[id], int32(i))
+			addIdx(s.byID, id, int32(i))
 		}
 	}
 	for i := range recs {
@@ -234,7 +292,9 @@ func (s *stitcher) joinReleasedTraces() {
 // sharedClient finds the single CLIENT span of i's trace that shares i's ID.
 func (s *stitcher) sharedClient(i int) (int, bool) {
 	found := -1
-	for _, j := range s.byID[s.recs[i].spanID] {
+	l := s.byID[s.recs[i].spanID]
+	for k := 0; k < l.len(); k++ {
+		j := l.at(k)
 		if int(j) == i || s.recs[j].kind != ptrace.SpanKindClient || s.recs[j].traceID != s.recs[i].traceID {
 			continue
 		}
@@ -250,13 +310,14 @@ func (s *stitcher) sharedClient(i int) (int, bool) {
 // trace win; a CLIENT/SERVER pair sharing the ID counts as one node (its
 // SERVER side, which is where the callee's children hang).
 func (s *stitcher) spanByID(child int, id pcommon.SpanID) (int, bool, bool) {
-	cands := s.byID[id]
-	if len(cands) == 0 {
+	cands, ok := s.byID[id]
+	if !ok {
 		return -1, false, false
 	}
 	same, other := -1, -1
 	nSame, nOther := 0, 0
-	for _, j := range cands {
+	for k := 0; k < cands.len(); k++ {
+		j := cands.at(k)
 		if int(j) == child {
 			continue
 		}
@@ -315,11 +376,12 @@ func (s *stitcher) addEdge(i, j int, m stitchMethod) bool {
 // of their own workload instance that carries the same request ID and
 // contains them in time. Several qualifying spans: no edge, counted.
 func (s *stitcher) stitchByRequestID() {
-	servers := make(map[string][]int32)
+	servers := s.servers
+	clear(servers)
 	for i := range s.recs {
 		r := &s.recs[i]
-		if r.kind == ptrace.SpanKindServer && r.reqKey != "" && r.instance != "" {
-			servers[r.reqKey] = append(servers[r.reqKey], int32(i))
+		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != "" {
+			addIdx(servers, r.reqKey, int32(i))
 		}
 	}
 	for i := range s.recs {
@@ -328,7 +390,9 @@ func (s *stitcher) stitchByRequestID() {
 		}
 		r := &s.recs[i]
 		found, n := -1, 0
-		for _, j := range servers[r.reqKey] {
+		cands, ok := servers[r.reqKey]
+		for k := 0; ok && k < cands.len(); k++ {
+			j := cands.at(k)
 			c := &s.recs[j]
 			if c.instance == r.instance && s.contains(c.start, c.end, r) && !s.uf.same(i, int(j)) {
 				found = int(j)
@@ -363,7 +427,7 @@ func (s *stitcher) stitchByRequestID() {
 // x-request-id but is a new request).
 func (s *stitcher) isRequestIDOrphan(i int) bool {
 	r := &s.recs[i]
-	return s.kind[i] == parentNone && r.kind != ptrace.SpanKindServer && r.reqKey != "" && r.instance != ""
+	return s.kind[i] == parentNone && r.kind != ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != ""
 }
 
 func (s *stitcher) contains(start, end pcommon.Timestamp, r *spanRec) bool {
@@ -478,14 +542,10 @@ func (s *stitcher) tops(cutRequestID bool) []int32 {
 // the same trace ID. Trees hanging under released spans are late additions
 // to a trace that was already counted.
 func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
-	type traceState struct {
-		roots    []int32
-		stitched bool
-		missing  bool
-	}
-	byTrace := make(map[pcommon.TraceID]*traceState)
+	byTrace, seenTop := s.traces, s.seenTop
+	clear(byTrace)
+	clear(seenTop)
 	order := make([]pcommon.TraceID, 0, 1)
-	seenTop := make(map[int32]bool)
 	for i := range s.recs {
 		t := logical[i]
 		if s.released[t].ok {
@@ -502,8 +562,8 @@ func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
 		if s.method[i] != methodNone {
 			st.stitched = true
 		}
-		if !seenTop[t] {
-			seenTop[t] = true
+		if _, seen := seenTop[t]; !seen {
+			seenTop[t] = struct{}{}
 			st.roots = append(st.roots, t)
 			if k := s.kind[t]; k != parentNone {
 				st.missing = true
@@ -532,14 +592,6 @@ func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
 
 // unionFind tracks which records are already in one tree.
 type unionFind struct{ p []int32 }
-
-func newUnionFind(n int) unionFind {
-	p := make([]int32, n)
-	for i := range p {
-		p[i] = int32(i)
-	}
-	return unionFind{p: p}
-}
 
 func (u unionFind) find(i int) int32 {
 	x := int32(i)

@@ -38,8 +38,8 @@ func run(spans, rounds, maxHeld int) error {
 	fmt.Printf("machine: %s/%s, %d CPUs (GOMAXPROCS %d), %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Printf("input: meshsim traffic, 30%% of requests broken (request ID only), %d spans per round, wait_duration %v, median of %d rounds\n\n", spans, bench.Wait, rounds)
 
-	fmt.Println("| shape | subject | spans/s per core | CPU ns/span | wall ns/span | allocs/span | CPU ratio vs groupbytrace | CPU ratio vs floor |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| shape | subject | spans/s per core | CPU ns/span | wall ns/span | allocs/span | spans lost | CPU ratio vs groupbytrace | CPU ratio vs floor |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, shape := range []bench.Shape{bench.Spans10, bench.Spans100} {
 		in := bench.Generate(shape, spans)
 		cpu := map[bench.Subject]float64{}
@@ -58,8 +58,12 @@ func run(spans, rounds, maxHeld int) error {
 			rs := rows[s]
 			wall := median(rs, func(r bench.Round) float64 { return float64(r.Wall.Nanoseconds()) / float64(r.Spans) })
 			allocs := median(rs, func(r bench.Round) float64 { return float64(r.Allocs) / float64(r.Spans) })
-			fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.1f | %.3f | %.2f |\n",
-				shape, s, 1e9/cpu[s], cpu[s], wall, allocs, cpu[s]/cpu[bench.Groupbytrace], cpu[s]/cpu[bench.Floor])
+			var lost int64
+			for _, r := range rs {
+				lost += r.Lost
+			}
+			fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.1f | %d of %d | %.3f | %.2f |\n",
+				shape, s, 1e9/cpu[s], cpu[s], wall, allocs, lost, len(rs)*in.Spans, cpu[s]/cpu[bench.Groupbytrace], cpu[s]/cpu[bench.Floor])
 		}
 	}
 
