@@ -12,6 +12,9 @@ type OutSpan struct {
 	SpanID   string
 	ParentID string // "" for none
 	Kind     string // SERVER, CLIENT, …
+	// for display only
+	Service    string
+	StitchedBy string
 }
 
 // Key matches Span.Key.

@@ -45,7 +45,7 @@ func run() error {
 		return err
 	}
 	defer st.Stop()
-	fmt.Printf("Jaeger UI:          %s\ncollector Zipkin:   %s\ncollector OTLP:     %s\ncollector metrics:  %s\nlogs:               %s\n\n",
+	fmt.Printf("Jaeger query API:   %s\ncollector Zipkin:   %s\ncollector OTLP:     %s\ncollector metrics:  %s\nlogs:               %s\n\n",
 		st.JaegerUI, st.ZipkinURL, st.OTLPURL, st.MetricsURL, *logs)
 
 	topo, err := meshsim.LoadTopology("")
@@ -82,7 +82,24 @@ func run() error {
 			fmt.Printf("  %s %.0f\n", k[len("otelcol_processor_tracestitch_broken_propagation"):], v)
 		}
 	}
-	fmt.Printf("\nopen %s/search?service=gateway.istio-system to see stitched traces (tag tracestitch.stitched_by)\n", st.JaegerUI)
+	// Show one request as Jaeger stored it (the Jaeger built from Go
+	// modules serves the query API; its web UI assets are not included).
+	for _, s := range res.Spans {
+		if s.TrueParent != "" || s.Request != 0 {
+			continue
+		}
+		id := s.Trace32()
+		for i := 0; i < 50; i++ {
+			spans, err := st.Trace(ctx, id)
+			if err == nil && len(spans) > 0 {
+				fmt.Printf("\nrequest 0 as stored in Jaeger (%s/api/traces/%s):\n\n%s", st.JaegerUI, id, stack.Tree(spans))
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		break
+	}
+	fmt.Printf("\nmore: %s/api/traces?service=gateway.istio-system&limit=20 (spans carry tracestitch.stitched_by and tracestitch.original_trace_id)\n", st.JaegerUI)
 	if *hold > 0 {
 		select {
 		case <-ctx.Done():

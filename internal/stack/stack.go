@@ -225,11 +225,15 @@ type jaegerResponse struct {
 				TraceID string `json:"traceID"`
 				SpanID  string `json:"spanID"`
 			} `json:"references"`
-			Tags []struct {
+			ProcessID string `json:"processID"`
+			Tags      []struct {
 				Key   string `json:"key"`
 				Value any    `json:"value"`
 			} `json:"tags"`
 		} `json:"spans"`
+		Processes map[string]struct {
+			ServiceName string `json:"serviceName"`
+		} `json:"processes"`
 	} `json:"data"`
 }
 
@@ -249,7 +253,7 @@ func (s *Stack) Trace(ctx context.Context, traceID string) ([]meshsim.OutSpan, e
 	var out []meshsim.OutSpan
 	for _, t := range r.Data {
 		for _, sp := range t.Spans {
-			o := meshsim.OutSpan{TraceID: pad32(sp.TraceID), SpanID: sp.SpanID}
+			o := meshsim.OutSpan{TraceID: pad32(sp.TraceID), SpanID: sp.SpanID, Service: t.Processes[sp.ProcessID].ServiceName}
 			for _, ref := range sp.References {
 				if ref.RefType == "CHILD_OF" {
 					o.ParentID = ref.SpanID
@@ -257,8 +261,11 @@ func (s *Stack) Trace(ctx context.Context, traceID string) ([]meshsim.OutSpan, e
 				}
 			}
 			for _, tag := range sp.Tags {
-				if tag.Key == "span.kind" {
+				switch tag.Key {
+				case "span.kind":
 					o.Kind = strings.ToUpper(fmt.Sprint(tag.Value))
+				case "tracestitch.stitched_by":
+					o.StitchedBy = fmt.Sprint(tag.Value)
 				}
 			}
 			out = append(out, o)
@@ -272,4 +279,37 @@ func pad32(id string) string {
 		return strings.Repeat("0", 32-len(id)) + id
 	}
 	return id
+}
+
+// Tree renders one trace as an indented tree, children in span order.
+func Tree(spans []meshsim.OutSpan) string {
+	children := map[string][]meshsim.OutSpan{}
+	ids := map[string]bool{}
+	for _, s := range spans {
+		ids[s.SpanID] = true
+	}
+	var roots []meshsim.OutSpan
+	for _, s := range spans {
+		if s.ParentID == "" || !ids[s.ParentID] {
+			roots = append(roots, s)
+			continue
+		}
+		children[s.ParentID] = append(children[s.ParentID], s)
+	}
+	var b strings.Builder
+	var walk func(s meshsim.OutSpan, depth int)
+	walk = func(s meshsim.OutSpan, depth int) {
+		mark := ""
+		if s.StitchedBy != "" {
+			mark = "   <- stitched by " + s.StitchedBy
+		}
+		fmt.Fprintf(&b, "%s%-6s %s %s%s\n", strings.Repeat("  ", depth), s.Kind, s.Service, s.SpanID, mark)
+		for _, c := range children[s.SpanID] {
+			walk(c, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	return b.String()
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"runtime"
 	"sort"
-	"time"
 
 	"github.com/tracestitch/tracestitch/bench"
 )
@@ -67,18 +66,47 @@ func run(spans, rounds, maxHeld int) error {
 		}
 	}
 
+	// Flatness first: groupbytrace keeps a timer per trace for its whole
+	// wait, so what it buffered stays live for an hour after Shutdown and
+	// would inflate the GC cost of anything measured after it.
+	volumes := []int{1_000, 100_000, 1_000_000}
+	var inputs []bench.Input
+	for _, n := range volumes {
+		if n <= maxHeld {
+			inputs = append(inputs, bench.Generate(bench.Spans10, n))
+		}
+	}
+	fmt.Println("\ncost per span by buffered volume (10-span traces; everything buffered, then released by Shutdown):")
+	fmt.Println("\n| buffered spans | tracestitch CPU ns/span | ratio vs smallest | floor CPU ns/span | tracestitch / floor |")
+	fmt.Println("|---|---|---|---|---|")
+	var first float64
+	for i, in := range inputs {
+		var ts, fl []bench.Round
+		for r := 0; r < rounds; r++ {
+			t, err := bench.FlushRound(bench.Tracestitch, in)
+			if err != nil {
+				return err
+			}
+			f, err := bench.FlushRound(bench.Floor, in)
+			if err != nil {
+				return err
+			}
+			ts, fl = append(ts, t), append(fl, f)
+		}
+		perSpan := func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) }
+		t, f := median(ts, perSpan), median(fl, perSpan)
+		if i == 0 {
+			first = t
+		}
+		fmt.Printf("| %d | %.0f | %.2f | %.0f | %.2f |\n", in.Spans, t, t/first, f, t/f)
+	}
+
 	fmt.Println("\nbytes held per buffered span (live heap / buffered spans, 10-span traces, nothing released):")
 	fmt.Println("\n| buffered spans | tracestitch | groupbytrace | floor | tracestitch / groupbytrace |")
 	fmt.Println("|---|---|---|---|---|")
-	volumes := []int{1_000, 100_000, 1_000_000}
-	var flat []bench.Round
-	for _, n := range volumes {
-		if n > maxHeld {
-			break
-		}
-		in := bench.Generate(bench.Spans10, n)
+	for _, in := range inputs {
 		held := map[bench.Subject]float64{}
-		for _, s := range bench.Subjects {
+		for _, s := range []bench.Subject{bench.Tracestitch, bench.Floor, bench.Groupbytrace} {
 			h, err := bench.HeldPerSpan(s, in)
 			if err != nil {
 				return err
@@ -86,19 +114,6 @@ func run(spans, rounds, maxHeld int) error {
 			held[s] = h
 		}
 		fmt.Printf("| %d | %.0f | %.0f | %.0f | %.2f |\n", in.Spans, held[bench.Tracestitch], held[bench.Groupbytrace], held[bench.Floor], held[bench.Tracestitch]/held[bench.Groupbytrace])
-		r, err := bench.FlushRound(bench.Tracestitch, in)
-		if err != nil {
-			return err
-		}
-		flat = append(flat, r)
 	}
-	fmt.Println("\ntracestitch cost per span by buffered volume (everything buffered, then released by Shutdown):")
-	fmt.Println("\n| buffered spans | CPU ns/span | ratio vs smallest |")
-	fmt.Println("|---|---|---|")
-	for _, r := range flat {
-		ns := float64(r.CPU.Nanoseconds()) / float64(r.Spans)
-		fmt.Printf("| %d | %.0f | %.2f |\n", r.Spans, ns, ns/(float64(flat[0].CPU.Nanoseconds())/float64(flat[0].Spans)))
-	}
-	_ = time.Second
 	return nil
 }
