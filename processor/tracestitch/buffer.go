@@ -74,12 +74,12 @@ type buffer struct {
 
 	groups map[pcommon.TraceID]*group
 	// bySpanID: groups holding a span with this ID.
-	bySpanID map[pcommon.SpanID]groupList
+	bySpanID multiIndex[pcommon.SpanID]
 	// byParent: groups holding a span whose parent was not in its own group
 	// when it arrived (so the parent's group can find it).
-	byParent map[pcommon.SpanID]groupList
+	byParent multiIndex[pcommon.SpanID]
 	// byReqKey: groups holding a span with this request ID.
-	byReqKey map[reqKey]groupList
+	byReqKey multiIndex[reqKey]
 
 	due  deadlineQueue
 	fifo []*group // groups in creation order, for eviction
@@ -108,9 +108,9 @@ func newBuffer(cfg *Config) *buffer {
 		stitcher: newStitcher(),
 		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 		groups:   make(map[pcommon.TraceID]*group),
-		bySpanID: make(map[pcommon.SpanID]groupList),
-		byParent: make(map[pcommon.SpanID]groupList),
-		byReqKey: make(map[reqKey]groupList),
+		bySpanID: newMultiIndex[pcommon.SpanID](),
+		byParent: newMultiIndex[pcommon.SpanID](),
+		byReqKey: newMultiIndex[reqKey](),
 		rsDests:  make(map[*group]ptrace.ResourceSpans),
 		ssDests:  make(map[*group]ptrace.SpanSlice),
 		seenSpan: make(map[pcommon.SpanID]struct{}),
@@ -198,63 +198,95 @@ func (b *buffer) groupFor(tid pcommon.TraceID, now time.Time) *group {
 
 func (b *buffer) index(g *group, rec *spanRec) {
 	if !rec.spanID.IsEmpty() {
-		addToIndex(b.bySpanID, rec.spanID, g)
+		b.bySpanID.add(rec.spanID, g)
 	}
-	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID {
-		if l := b.bySpanID[p]; !l.contains(g) {
-			addToIndex(b.byParent, p, g)
-		}
+	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !b.bySpanID.contains(p, g) {
+		b.byParent.add(p, g)
 	}
 	if !rec.reqKey.empty() {
-		addToIndex(b.byReqKey, rec.reqKey, g)
+		b.byReqKey.add(rec.reqKey, g)
 	}
 }
 
-// groupList is an index value: nearly always one group, kept inline so that
-// indexing a span allocates nothing but the map slot.
-type groupList struct {
-	first *group
-	more  []*group
+// multiIndex maps a key to the groups holding it. Nearly always one group:
+// it lives in a map of plain pointers, the rare others in a side map, so
+// indexing a span allocates nothing but its map slot.
+type multiIndex[K comparable] struct {
+	one  map[K]*group
+	more map[K][]*group
 }
 
-func (l groupList) len() int {
-	if l.first == nil {
-		return 0
+func newMultiIndex[K comparable]() multiIndex[K] {
+	return multiIndex[K]{one: make(map[K]*group), more: make(map[K][]*group)}
+}
+
+func (x multiIndex[K]) add(k K, g *group) {
+	first, ok := x.one[k]
+	if !ok {
+		x.one[k] = g
+		return
 	}
-	return 1 + len(l.more)
-}
-
-func (l groupList) at(i int) *group {
-	if i == 0 {
-		return l.first
+	if first == g {
+		return
 	}
-	return l.more[i-1]
-}
-
-func (l groupList) last() *group {
-	if len(l.more) > 0 {
-		return l.more[len(l.more)-1]
+	if more := x.more[k]; len(more) == 0 || more[len(more)-1] != g {
+		x.more[k] = append(more, g)
 	}
-	return l.first
 }
 
-func (l groupList) contains(g *group) bool {
-	for i := 0; i < l.len(); i++ {
-		if l.at(i) == g {
+func (x multiIndex[K]) contains(k K, g *group) bool {
+	if first, ok := x.one[k]; !ok {
+		return false
+	} else if first == g {
+		return true
+	}
+	for _, m := range x.more[k] {
+		if m == g {
 			return true
 		}
 	}
 	return false
 }
 
-func addToIndex[K comparable](m map[K]groupList, k K, g *group) {
-	l := m[k]
-	switch {
-	case l.first == nil:
-		m[k] = groupList{first: g}
-	case l.last() != g:
-		l.more = append(l.more, g)
-		m[k] = l
+// each calls f for every group of k.
+func (x multiIndex[K]) each(k K, f func(*group)) {
+	first, ok := x.one[k]
+	if !ok {
+		return
+	}
+	f(first)
+	for _, m := range x.more[k] {
+		f(m)
+	}
+}
+
+func (x multiIndex[K]) delete(k K) {
+	delete(x.one, k)
+	delete(x.more, k)
+}
+
+// dropReleased removes the released groups of k.
+func (x multiIndex[K]) dropReleased(k K) {
+	first, ok := x.one[k]
+	if !ok {
+		return
+	}
+	more := x.more[k]
+	var keep []*group
+	if !first.released {
+		keep = append(keep, first)
+	}
+	for _, m := range more {
+		if !m.released {
+			keep = append(keep, m)
+		}
+	}
+	x.delete(k)
+	if len(keep) > 0 {
+		x.one[k] = keep[0]
+		if len(keep) > 1 {
+			x.more[k] = keep[1:]
+		}
 	}
 }
 
@@ -346,11 +378,9 @@ func (b *buffer) gather(r *group) *group {
 	seenSpan, seenKey := b.seenSpan, b.seenKey
 	defer clear(seenSpan)
 	defer clear(seenKey)
-	follow := func(l groupList) {
-		for i := 0; i < l.len(); i++ {
-			if o := l.at(i).root(); o != r {
-				b.merge(r, o)
-			}
+	follow := func(g *group) {
+		if o := g.root(); o != r {
+			b.merge(r, o)
 		}
 	}
 	for mi := 0; mi < r.memberCount(); mi++ {
@@ -360,14 +390,14 @@ func (b *buffer) gather(r *group) *group {
 			for _, id := range [2]pcommon.SpanID{rec.spanID, rec.parentID} {
 				if _, seen := seenSpan[id]; !id.IsEmpty() && !seen {
 					seenSpan[id] = struct{}{}
-					follow(b.bySpanID[id])
-					follow(b.byParent[id])
+					b.bySpanID.each(id, follow)
+					b.byParent.each(id, follow)
 				}
 			}
 			if k := rec.reqKey; !k.empty() {
 				if _, seen := seenKey[k]; !seen {
 					seenKey[k] = struct{}{}
-					follow(b.byReqKey[k])
+					b.byReqKey.each(k, follow)
 				}
 			}
 		}
@@ -426,19 +456,13 @@ func (b *buffer) detach(r *group, evicted bool, now time.Time) *unit {
 	// byParent lists of a span's parent, which other units may share.
 	for i := range u.recs {
 		rec := &u.recs[i]
-		delete(b.bySpanID, rec.spanID)
-		delete(b.byParent, rec.spanID)
+		b.bySpanID.delete(rec.spanID)
+		b.byParent.delete(rec.spanID)
 		if !rec.reqKey.empty() {
-			delete(b.byReqKey, rec.reqKey)
+			b.byReqKey.delete(rec.reqKey)
 		}
 		if p := rec.parentID; !p.IsEmpty() {
-			if l, ok := b.byParent[p]; ok {
-				if l = l.withoutReleased(); l.first == nil {
-					delete(b.byParent, p)
-				} else {
-					b.byParent[p] = l
-				}
-			}
+			b.byParent.dropReleased(p)
 		}
 	}
 	b.spans -= u.spans
@@ -447,19 +471,6 @@ func (b *buffer) detach(r *group, evicted bool, now time.Time) *unit {
 	return u
 }
 
-func (l groupList) withoutReleased() groupList {
-	var out groupList
-	for i := 0; i < l.len(); i++ {
-		if g := l.at(i); !g.released {
-			if out.first == nil {
-				out.first = g
-			} else {
-				out.more = append(out.more, g)
-			}
-		}
-	}
-	return out
-}
 
 type deadlineEntry struct {
 	at time.Time
