@@ -471,7 +471,6 @@ func (b *buffer) detach(r *group, evicted bool, now time.Time) *unit {
 	return u
 }
 
-
 type deadlineEntry struct {
 	at time.Time
 	g  *group
