@@ -19,6 +19,7 @@ fuzz-brief:
 	$(MAKE) fuzz FUZZTIME=5s
 
 vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 unit:

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 	"github.com/tracestitch/tracestitch/meshsim"
 )
 
@@ -124,38 +125,29 @@ func Generate(shape Shape, spans int) Input {
 // reID makes a replica distinct: trace, span and parent IDs and request IDs
 // are XORed with the replica number, so structure and links are kept.
 func reID(td ptrace.Traces, rep uint64) {
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		sss := rss.At(i).ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			spans := sss.At(j).Spans()
-			for k := 0; k < spans.Len(); k++ {
-				s := spans.At(k)
-				t := s.TraceID()
-				binary.BigEndian.PutUint64(t[8:], binary.BigEndian.Uint64(t[8:])^rep)
-				s.SetTraceID(t)
-				s.SetSpanID(xorSpan(s.SpanID(), rep))
-				if p := s.ParentSpanID(); !p.IsEmpty() {
-					s.SetParentSpanID(xorSpan(p, rep))
-				}
-				for _, key := range []string{"guid:x-request-id", "http.request.header.x-request-id"} {
-					v, ok := s.Attributes().Get(key)
-					if !ok {
-						continue
-					}
-					suffix := fmt.Sprintf("%08x", rep)
-					if v.Type() == pcommon.ValueTypeStr && len(v.Str()) == 36 {
-						v.SetStr(v.Str()[:28] + suffix)
-					} else if v.Type() == pcommon.ValueTypeSlice && v.Slice().Len() > 0 {
-						e := v.Slice().At(0)
-						if len(e.Str()) == 36 {
-							e.SetStr(e.Str()[:28] + suffix)
-						}
-					}
+	pdatautil.EachSpan(td, func(s ptrace.Span) {
+		t := s.TraceID()
+		binary.BigEndian.PutUint64(t[8:], binary.BigEndian.Uint64(t[8:])^rep)
+		s.SetTraceID(t)
+		s.SetSpanID(xorSpan(s.SpanID(), rep))
+		if p := s.ParentSpanID(); !p.IsEmpty() {
+			s.SetParentSpanID(xorSpan(p, rep))
+		}
+		suffix := fmt.Sprintf("%08x", rep)
+		for _, key := range []string{"guid:x-request-id", "http.request.header.x-request-id"} {
+			v, ok := s.Attributes().Get(key)
+			if !ok {
+				continue
+			}
+			if v.Type() == pcommon.ValueTypeStr && len(v.Str()) == 36 {
+				v.SetStr(v.Str()[:28] + suffix)
+			} else if v.Type() == pcommon.ValueTypeSlice && v.Slice().Len() > 0 {
+				if e := v.Slice().At(0); len(e.Str()) == 36 {
+					e.SetStr(e.Str()[:28] + suffix)
 				}
 			}
 		}
-	}
+	})
 }
 
 func xorSpan(id pcommon.SpanID, rep uint64) pcommon.SpanID {

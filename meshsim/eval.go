@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 )
 
 // OutSpan is a span as it came out of the pipeline.
@@ -24,22 +26,14 @@ func (o OutSpan) Key() string { return o.SpanID + "/" + o.Kind }
 func FromTraces(tds ...ptrace.Traces) []OutSpan {
 	var out []OutSpan
 	for _, td := range tds {
-		rss := td.ResourceSpans()
-		for i := 0; i < rss.Len(); i++ {
-			sss := rss.At(i).ScopeSpans()
-			for j := 0; j < sss.Len(); j++ {
-				spans := sss.At(j).Spans()
-				for k := 0; k < spans.Len(); k++ {
-					s := spans.At(k)
-					out = append(out, OutSpan{
-						TraceID:  s.TraceID().String(),
-						SpanID:   s.SpanID().String(),
-						ParentID: s.ParentSpanID().String(),
-						Kind:     kindName(s.Kind()),
-					})
-				}
-			}
-		}
+		pdatautil.EachSpan(td, func(s ptrace.Span) {
+			out = append(out, OutSpan{
+				TraceID:  s.TraceID().String(),
+				SpanID:   s.SpanID().String(),
+				ParentID: s.ParentSpanID().String(),
+				Kind:     kindName(s.Kind()),
+			})
+		})
 	}
 	return out
 }

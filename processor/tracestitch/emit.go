@@ -2,6 +2,8 @@ package tracestitch // import "github.com/tracestitch/tracestitch/processor/trac
 
 import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 )
 
 const stitchedByAttribute = "tracestitch.stitched_by"
@@ -14,18 +16,11 @@ func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
 	res := &u.result
 	i := 0
 	for _, g := range u.groups {
-		rss := g.td.ResourceSpans()
-		for ri := 0; ri < rss.Len(); ri++ {
-			sss := rss.At(ri).ScopeSpans()
-			for si := 0; si < sss.Len(); si++ {
-				spans := sss.At(si).Spans()
-				for k := 0; k < spans.Len(); k++ {
-					applyDecision(spans.At(k), res, i, originalTraceIDAttr)
-					i++
-				}
-			}
-		}
-		rss.MoveAndAppendTo(out.ResourceSpans())
+		pdatautil.EachSpan(g.td, func(span ptrace.Span) {
+			applyDecision(span, res, i, originalTraceIDAttr)
+			i++
+		})
+		g.td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
 		g.td = ptrace.Traces{}
 	}
 	return out

@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 )
 
 // base is the start of every test request, in ns.
@@ -108,27 +110,19 @@ type outSpan struct {
 func flatten(tds ...ptrace.Traces) []outSpan {
 	var out []outSpan
 	for _, td := range tds {
-		rss := td.ResourceSpans()
-		for i := 0; i < rss.Len(); i++ {
-			sss := rss.At(i).ScopeSpans()
-			for j := 0; j < sss.Len(); j++ {
-				spans := sss.At(j).Spans()
-				for k := 0; k < spans.Len(); k++ {
-					s := spans.At(k)
-					o := outSpan{
-						traceID:  s.TraceID().String(),
-						spanID:   s.SpanID().String(),
-						parentID: s.ParentSpanID().String(),
-						kind:     s.Kind(),
-						attrs:    s.Attributes().AsRaw(),
-					}
-					for l := 0; l < s.Links().Len(); l++ {
-						o.links = append(o.links, s.Links().At(l).TraceID().String()+"/"+s.Links().At(l).SpanID().String())
-					}
-					out = append(out, o)
-				}
+		pdatautil.EachSpan(td, func(s ptrace.Span) {
+			o := outSpan{
+				traceID:  s.TraceID().String(),
+				spanID:   s.SpanID().String(),
+				parentID: s.ParentSpanID().String(),
+				kind:     s.Kind(),
+				attrs:    s.Attributes().AsRaw(),
 			}
-		}
+			for l := 0; l < s.Links().Len(); l++ {
+				o.links = append(o.links, s.Links().At(l).TraceID().String()+"/"+s.Links().At(l).SpanID().String())
+			}
+			out = append(out, o)
+		})
 	}
 	sort.Slice(out, func(a, b int) bool {
 		if out[a].spanID != out[b].spanID {
