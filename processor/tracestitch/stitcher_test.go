@@ -1,0 +1,94 @@
+package tracestitch
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+)
+
+// fakeReleased is a releasedLookup for the pure stitcher.
+type fakeReleased struct {
+	spans  map[pcommon.SpanID]releasedSpan
+	traces map[pcommon.TraceID]pcommon.TraceID
+	byKey  map[reqKey][]releasedServer
+}
+
+func (f fakeReleased) span(id pcommon.SpanID) (releasedSpan, bool) {
+	s, ok := f.spans[id]
+	return s, ok
+}
+func (f fakeReleased) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {
+	t, ok := f.traces[id]
+	return t, ok
+}
+func (f fakeReleased) servers(k reqKey) []releasedServer { return f.byKey[k] }
+
+// recs reads test spans into records, as the buffer does.
+func recs(t *testing.T, spans ...ts) []spanRec {
+	t.Helper()
+	cfg := createDefaultConfig().(*Config)
+	r := newRecReader(cfg)
+	var out []spanRec
+	td := build(t, spans...)
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		rs := td.ResourceSpans().At(i)
+		sp := rs.ScopeSpans().At(0).Spans().At(0)
+		rec, _ := r.read(sp, rs.Resource().Attributes(), serviceName(rs.Resource().Attributes()))
+		out = append(out, rec)
+	}
+	return out
+}
+
+// TestStitcherIsPure drives the stitcher directly, without pdata or a
+// buffer: decisions come back per record, and running it twice on the same
+// scratch gives the same answer.
+func TestStitcherIsPure(t *testing.T) {
+	in := recs(t,
+		ts{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 40, service: pp, node: pp1, rid: rid},
+		ts{trace: traceB, id: "2222222222222222", kind: C, start: 3, end: 34, service: pp, node: pp1, rid: rid14},
+		ts{trace: traceB, id: "2222222222222222", kind: S, start: 4, end: 33, service: rv, node: rv1, rid: rid},
+		ts{trace: traceC, id: "3333333333333333", parent: "2222222222222222", kind: I, start: 5, end: 6, service: "reviews"},
+	)
+	s := newStitcher()
+	for run := 0; run < 2; run++ {
+		res := s.run(in, nil, stitchOptions{requestID: true})
+		for i := range in {
+			assert.Equal(t, traceID(t, traceA), res.traceID[i], "record %d joins trace A", i)
+		}
+		assert.Equal(t, []stitchMethod{methodNone, methodRequestID, methodNone, methodParentID}, res.stitchedBy)
+		assert.Equal(t, map[int]pcommon.SpanID{1: spanID(t, "1111111111111111")}, res.newParent)
+		assert.Equal(t, []outcome{outcomeStitched}, res.traces)
+		assert.Equal(t, [3]int{0, 1, 1}, res.stitches)
+		assert.ElementsMatch(t, []string{pp, rv}, res.blame, "request-ID stitch blames the caller, parent-ID stitch the parent's service")
+	}
+}
+
+func TestStitcherUsesReleasedSpans(t *testing.T) {
+	released := fakeReleased{
+		spans:  map[pcommon.SpanID]releasedSpan{spanID(t, "1111111111111111"): {traceID: traceID(t, traceA), service: pp}},
+		traces: map[pcommon.TraceID]pcommon.TraceID{traceID(t, traceD): traceID(t, traceA)},
+		byKey: map[reqKey][]releasedServer{requestIDKey(rid): {{
+			traceID: traceID(t, traceA), spanID: spanID(t, "1111111111111111"), instance: pp1,
+			start: pcommon.Timestamp(base), end: pcommon.Timestamp(base + 40e6), service: pp,
+		}}},
+	}
+	in := recs(t,
+		// a late child by parent ID, same trace
+		ts{trace: traceA, id: "5555555555555555", parent: "1111111111111111", kind: I, start: 1, end: 2, service: pp},
+		// a late fragment by request ID
+		ts{trace: traceB, id: "2222222222222222", kind: C, start: 3, end: 34, service: pp, node: pp1, rid: rid},
+		// a root of a trace that was released (and moved to trace A)
+		ts{trace: traceD, id: "6666666666666666", parent: "7777777777777777", kind: S, start: 3, end: 34, service: rv},
+	)
+	res := stitch(in, released, stitchOptions{requestID: true})
+	require.Len(t, res.traceID, 3)
+	for i := range in {
+		assert.Equal(t, traceID(t, traceA), res.traceID[i])
+	}
+	assert.Equal(t, 3, res.lateSpans)
+	assert.Empty(t, res.traces, "late additions are not new traces")
+	assert.Equal(t, stitchMethod(methodRequestID), res.stitchedBy[1])
+	assert.Equal(t, spanID(t, "1111111111111111"), res.newParent[1])
+}
