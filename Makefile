@@ -72,9 +72,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzStitch$$' -fuzztime $(FUZZTIME) ./$(COMPONENT)/
 	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./$(COMPONENT)/
 
-## run: the demo — Jaeger + collector + simulated broken mesh traffic; prints the disconnected share before/after
+## run: the demo — Jaeger + collector + simulated broken mesh traffic; prints the disconnected share before/after; stays up HOLD (10m)
+HOLD ?= 10m
 run: build jaeger
-	$(GO) run ./cmd/demo
+	$(GO) run ./cmd/demo -hold $(HOLD)
 
 ## collector: just the collector with config.yaml (send your own spans)
 collector: build

@@ -30,7 +30,7 @@ func run() error {
 		collector = flag.String("collector", "build/otelcol-tracestitch", "collector binary")
 		jaeger    = flag.String("jaeger", "bin/jaeger", "jaeger binary")
 		requests  = flag.Int("requests", 200, "simulated requests")
-		hold      = flag.Duration("hold", 0, "stop after this long (0: until interrupted)")
+		hold      = flag.Duration("hold", 10*time.Minute, "keep the stack up this long after the report (or until interrupted)")
 		logs      = flag.String("logs", "build/demo-logs", "directory for collector.log and jaeger.log")
 	)
 	flag.Parse()
@@ -100,14 +100,10 @@ func run() error {
 		break
 	}
 	fmt.Printf("\nmore: %s/api/traces?service=gateway.istio-system&limit=20 (spans carry tracestitch.stitched_by and tracestitch.original_trace_id)\n", st.JaegerUI)
-	if *hold > 0 {
-		select {
-		case <-ctx.Done():
-		case <-time.After(*hold):
-		}
-		return nil
+	fmt.Printf("\nthe stack stays up for %v (Ctrl-C stops it sooner)\n", *hold)
+	select {
+	case <-ctx.Done():
+	case <-time.After(*hold):
 	}
-	fmt.Println("press Ctrl-C to stop")
-	<-ctx.Done()
 	return nil
 }
