@@ -17,6 +17,9 @@ type Options struct {
 	Requests int
 	// Concurrency is how many requests overlap on average.
 	Concurrency int
+	// Rate, if > 0, starts requests at this many per second instead of
+	// deriving the spacing from Concurrency.
+	Rate float64
 	// Start is the wall-clock time of the first request.
 	Start time.Time
 	// Shared: Envoy's default shared client/server span IDs and 64-bit trace
@@ -180,6 +183,9 @@ func Run(topo *Topology, opts Options) *Result {
 	// A request through the default topology takes ~60ms; spacing starts by
 	// that over the concurrency keeps ~conc requests in flight.
 	gap := 60 * time.Millisecond / time.Duration(conc)
+	if opts.Rate > 0 {
+		gap = time.Duration(float64(time.Second) / opts.Rate)
+	}
 	for r := 0; r < opts.Requests; r++ {
 		start := opts.Start.Add(time.Duration(r) * gap)
 		tid, t64 := s.newTraceID()

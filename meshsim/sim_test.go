@@ -3,6 +3,7 @@ package meshsim
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -109,4 +110,18 @@ func TestTopologyErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "call cycle")
 	_, err = ParseTopology([]byte("entry: a\nservices: [{name: a, propagation: some}]"))
 	assert.ErrorContains(t, err, "unknown propagation")
+}
+
+func TestRateSpacesRequests(t *testing.T) {
+	res := run(t, func(o *Options, _ *Topology) { o.Rate = 10; o.Requests = 5 })
+	var starts []int64
+	for _, s := range res.Spans {
+		if s.TrueParent == "" {
+			starts = append(starts, s.Start.UnixMilli())
+		}
+	}
+	require.Len(t, starts, 5)
+	// 5 requests at 10/s span 400ms (all enter through one gateway pod, so
+	// one clock; sub-millisecond jitter)
+	assert.InDelta(t, 400, slices.Max(starts)-slices.Min(starts), 2)
 }

@@ -29,6 +29,8 @@ func run() error {
 		propagation = flag.String("propagation", "", "override every non-entry service: full, request_id_only, none")
 		requests    = flag.Int("requests", def.Requests, "number of requests")
 		concurrency = flag.Int("concurrency", def.Concurrency, "requests in flight on average")
+		rate        = flag.Float64("rate", 0, "requests per second (with -duration: replaces -requests and -concurrency)")
+		duration    = flag.Duration("duration", 0, "with -rate: how long to generate traffic for")
 		seed        = flag.Int64("seed", def.Seed, "random seed")
 		istio       = flag.Bool("istio", false, "Istio settings: no shared span IDs, 128-bit trace IDs")
 		skew        = flag.Duration("skew", def.MaxSkew, "largest clock skew of a host")
@@ -57,6 +59,10 @@ func run() error {
 	}
 	opts := def
 	opts.Requests, opts.Concurrency, opts.Seed = *requests, *concurrency, *seed
+	if *rate > 0 && *duration > 0 {
+		opts.Rate = *rate
+		opts.Requests = int(*rate * duration.Seconds())
+	}
 	opts.Shared = !*istio
 	opts.MaxSkew, opts.RetryRate, opts.AsyncRate = *skew, *retries, *async
 	opts.LateRate, opts.LateDelay, opts.App128 = *late, *lateDelay, *app128
