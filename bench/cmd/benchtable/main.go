@@ -82,7 +82,13 @@ func run(spans, rounds, maxHeld int) error {
 	var first float64
 	for i, in := range inputs {
 		var ts, fl []bench.Round
-		for r := 0; r < rounds; r++ {
+		// small volumes are short rounds: more of them, so that fixed costs
+		// and noise do not decide the median
+		n := rounds
+		if in.Spans < 100_000 {
+			n = 5 * rounds
+		}
+		for r := 0; r < n; r++ {
 			t, err := bench.FlushRound(bench.Tracestitch, in)
 			if err != nil {
 				return err
