@@ -66,28 +66,31 @@ func run(spans, rounds, maxHeld int) error {
 		}
 	}
 
-	// Flatness first: groupbytrace keeps a timer per trace for its whole
-	// wait, so what it buffered stays live for an hour after Shutdown and
-	// would inflate the GC cost of anything measured after it.
+	// Each volume's input is generated, used and dropped in turn: a live
+	// million-span input would make every GC cycle of a small round mark it.
+	// groupbytrace is measured last: it keeps a timer per trace for its
+	// whole wait, so what it buffered stays live after Shutdown and would
+	// inflate the GC cost of anything measured after it.
 	volumes := []int{1_000, 100_000, 1_000_000}
-	var inputs []bench.Input
-	for _, n := range volumes {
-		if n <= maxHeld {
-			inputs = append(inputs, bench.Generate(bench.Spans10, n))
-		}
+	type row struct {
+		spans           int
+		ts, floor       float64
+		heldTS, heldFlr float64
 	}
-	fmt.Println("\ncost per span by buffered volume (10-span traces; everything buffered, then released by Shutdown):")
-	fmt.Println("\n| buffered spans | tracestitch CPU ns/span | ratio vs smallest | floor CPU ns/span | tracestitch / floor |")
-	fmt.Println("|---|---|---|---|---|")
-	var first float64
-	for i, in := range inputs {
-		var ts, fl []bench.Round
+	var rowsV []row
+	perSpan := func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) }
+	for _, v := range volumes {
+		if v > maxHeld {
+			break
+		}
+		in := bench.Generate(bench.Spans10, v)
 		// small volumes are short rounds: more of them, so that fixed costs
 		// and noise do not decide the median
 		n := rounds
 		if in.Spans < 100_000 {
 			n = 5 * rounds
 		}
+		var ts, fl []bench.Round
 		for r := 0; r < n; r++ {
 			t, err := bench.FlushRound(bench.Tracestitch, in)
 			if err != nil {
@@ -99,27 +102,33 @@ func run(spans, rounds, maxHeld int) error {
 			}
 			ts, fl = append(ts, t), append(fl, f)
 		}
-		perSpan := func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) }
-		t, f := median(ts, perSpan), median(fl, perSpan)
-		if i == 0 {
-			first = t
+		hts, err := bench.HeldPerSpan(bench.Tracestitch, in)
+		if err != nil {
+			return err
 		}
-		fmt.Printf("| %d | %.0f | %.2f | %.0f | %.2f |\n", in.Spans, t, t/first, f, t/f)
+		hfl, err := bench.HeldPerSpan(bench.Floor, in)
+		if err != nil {
+			return err
+		}
+		rowsV = append(rowsV, row{in.Spans, median(ts, perSpan), median(fl, perSpan), hts, hfl})
+	}
+	fmt.Println("\ncost per span by buffered volume (10-span traces; everything buffered, then released by Shutdown):")
+	fmt.Println("\n| buffered spans | tracestitch CPU ns/span | ratio vs smallest | floor CPU ns/span | tracestitch / floor |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, r := range rowsV {
+		fmt.Printf("| %d | %.0f | %.2f | %.0f | %.2f |\n", r.spans, r.ts, r.ts/rowsV[0].ts, r.floor, r.ts/r.floor)
 	}
 
 	fmt.Println("\nbytes held per buffered span (live heap / buffered spans, 10-span traces, nothing released):")
 	fmt.Println("\n| buffered spans | tracestitch | groupbytrace | floor | tracestitch / groupbytrace |")
 	fmt.Println("|---|---|---|---|---|")
-	for _, in := range inputs {
-		held := map[bench.Subject]float64{}
-		for _, s := range []bench.Subject{bench.Tracestitch, bench.Floor, bench.Groupbytrace} {
-			h, err := bench.HeldPerSpan(s, in)
-			if err != nil {
-				return err
-			}
-			held[s] = h
+	for _, r := range rowsV {
+		in := bench.Generate(bench.Spans10, r.spans)
+		g, err := bench.HeldPerSpan(bench.Groupbytrace, in)
+		if err != nil {
+			return err
 		}
-		fmt.Printf("| %d | %.0f | %.0f | %.0f | %.2f |\n", in.Spans, held[bench.Tracestitch], held[bench.Groupbytrace], held[bench.Floor], held[bench.Tracestitch]/held[bench.Groupbytrace])
+		fmt.Printf("| %d | %.0f | %.0f | %.0f | %.2f |\n", r.spans, r.heldTS, g, r.heldFlr, r.heldTS/g)
 	}
 	return nil
 }
