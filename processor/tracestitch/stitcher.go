@@ -107,12 +107,11 @@ type stitchResult struct {
 	newParent map[int]pcommon.SpanID
 	linkTo    map[int]spanLink
 
-	traces      []outcome // one per logical trace that was not only late spans
-	stitches    [3]int    // indexed by stitchMethod
-	ambiguous   int
-	lateSpans   int
-	blame       []string // one service per broken fragment
-	lateTraceOf []bool   // per record: joined a trace released earlier
+	traces    []outcome // one per logical trace that was not only late spans
+	stitches  [3]int    // indexed by stitchMethod
+	ambiguous int
+	lateSpans int
+	blame     []string // one service per broken fragment
 }
 
 type spanLink struct {
@@ -439,9 +438,8 @@ func (s *stitcher) contains(start, end pcommon.Timestamp, r *spanRec) bool {
 func (s *stitcher) result() stitchResult {
 	n := len(s.recs)
 	res := stitchResult{
-		traceID:     make([]pcommon.TraceID, n),
-		stitchedBy:  make([]stitchMethod, n),
-		lateTraceOf: make([]bool, n),
+		traceID:    make([]pcommon.TraceID, n),
+		stitchedBy: make([]stitchMethod, n),
 	}
 	// logical tops follow every edge; physical tops stop at request-ID edges
 	// in link mode, where those fragments keep their own trace ID.
@@ -452,7 +450,6 @@ func (s *stitcher) result() stitchResult {
 	}
 	for i := range s.recs {
 		res.traceID[i] = s.traceOfTop(physical[i])
-		res.lateTraceOf[i] = s.released[logical[i]].ok
 		if m := s.method[i]; m != methodNone {
 			res.stitchedBy[i] = m
 			res.stitches[m]++
