@@ -55,11 +55,10 @@ func (g *group) root() *group {
 
 // unit is a set of groups released together.
 type unit struct {
-	groups  []*group
-	recs    []spanRec
-	result  stitchResult
-	spans   int
-	evicted bool
+	groups []*group
+	recs   []spanRec
+	result stitchResult
+	spans  int
 }
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
@@ -323,7 +322,7 @@ func (b *buffer) releaseDue(now time.Time) []*unit {
 			heap.Push(&b.due, deadlineEntry{at: d, g: r})
 			continue
 		}
-		out = append(out, b.detach(r, false, now))
+		out = append(out, b.detach(r, now))
 	}
 	return out
 }
@@ -339,7 +338,7 @@ func (b *buffer) evictOverCapacity(now time.Time) []*unit {
 		if g.released {
 			continue
 		}
-		out = append(out, b.detach(b.gather(g.root()), true, now))
+		out = append(out, b.detach(b.gather(g.root()), now))
 	}
 	b.compactFIFO()
 	return out
@@ -352,7 +351,7 @@ func (b *buffer) releaseAll(now time.Time) []*unit {
 		g := b.fifo[b.head]
 		b.fifo[b.head] = nil
 		if !g.released {
-			out = append(out, b.detach(b.gather(g.root()), false, now))
+			out = append(out, b.detach(b.gather(g.root()), now))
 		}
 	}
 	b.compactFIFO()
@@ -428,8 +427,8 @@ func (b *buffer) merge(r, o *group) {
 
 // detach removes unit r from the buffer and its indexes and decides how it
 // is stitched. The pdata is rewritten later, outside the lock.
-func (b *buffer) detach(r *group, evicted bool, now time.Time) *unit {
-	u := &unit{groups: r.members, spans: r.spans, evicted: evicted}
+func (b *buffer) detach(r *group, now time.Time) *unit {
+	u := &unit{groups: r.members, spans: r.spans}
 	if u.groups == nil {
 		u.groups = []*group{r}
 	}
