@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -77,9 +78,10 @@ func run() error {
 			100*oc("disconnected")/total, oc("disconnected"), total, oc("stitched"), oc("connected"))
 	}
 	fmt.Printf("ideal (ground truth):                %5.1f%%\n\nbroken propagation by service:\n", 100*r.ShareTruth())
+	const blame = "otelcol_processor_tracestitch_broken_propagation"
 	for k, v := range m {
-		if len(k) > 40 && k[:40] == "otelcol_processor_tracestitch_broken_pro" {
-			fmt.Printf("  %s %.0f\n", k[len("otelcol_processor_tracestitch_broken_propagation"):], v)
+		if labels, ok := strings.CutPrefix(k, blame); ok {
+			fmt.Printf("  %s %.0f\n", labels, v)
 		}
 	}
 	// Show one request as Jaeger stored it (the Jaeger built from Go

@@ -190,12 +190,12 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 	tctx := context.WithoutCancel(ctx)
 	for _, u := range units {
 		p.record(tctx, u)
-		td := u.build(p.cfg.OriginalTraceIDAttribute)
 		p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(u.spans))
 		if ctx.Err() != nil {
 			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
 			continue
 		}
+		td := u.build(p.cfg.OriginalTraceIDAttribute)
 		if err := p.next.ConsumeTraces(ctx, td); err != nil {
 			reason := reasonDownstreamError
 			if consumererror.IsPermanent(err) {
