@@ -77,8 +77,10 @@ type buffer struct {
 	// byParent: groups holding a span whose parent was not in its own group
 	// when it arrived (so the parent's group can find it).
 	byParent multiIndex[pcommon.SpanID]
-	// byReqKey: groups holding a span with this request ID.
-	byReqKey multiIndex[reqKey]
+	// byReqKey: groups holding a span with this request ID (by its 64-bit
+	// fold: a collision only gathers more, the stitcher compares whole keys).
+	byReqKey multiIndex[uint64]
+	names    *serviceTable
 
 	due  deadlineQueue
 	fifo []*group // groups in creation order, for eviction
@@ -90,11 +92,13 @@ type buffer struct {
 	rsDests  map[*group]ptrace.ResourceSpans
 	ssDests  map[*group]ptrace.SpanSlice
 	seenSpan map[pcommon.SpanID]struct{}
-	seenKey  map[reqKey]struct{}
+	seenKey  map[uint64]struct{}
 }
 
 func newBuffer(cfg *Config) *buffer {
+	names := newServiceTable()
 	return &buffer{
+		names:    names,
 		wait:     cfg.WaitDuration,
 		maxWait:  cfg.MaxWait,
 		maxSpans: cfg.MaxBufferedSpans,
@@ -104,16 +108,16 @@ func newBuffer(cfg *Config) *buffer {
 			tolerance: uint64(cfg.RequestID.TimeTolerance.Nanoseconds()),
 			link:      cfg.StitchMode == StitchModeLink,
 		},
-		stitcher: newStitcher(),
-		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
+		stitcher: newStitcher(names),
+		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries, names),
 		groups:   make(map[pcommon.TraceID]*group),
 		bySpanID: newMultiIndex[pcommon.SpanID](),
 		byParent: newMultiIndex[pcommon.SpanID](),
-		byReqKey: newMultiIndex[reqKey](),
+		byReqKey: newMultiIndex[uint64](),
 		rsDests:  make(map[*group]ptrace.ResourceSpans),
 		ssDests:  make(map[*group]ptrace.SpanSlice),
 		seenSpan: make(map[pcommon.SpanID]struct{}),
-		seenKey:  make(map[reqKey]struct{}),
+		seenKey:  make(map[uint64]struct{}),
 	}
 }
 
@@ -129,7 +133,7 @@ func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		resAttrs := rs.Resource().Attributes()
-		service := serviceName(resAttrs)
+		service := b.names.intern(serviceName(resAttrs))
 		dests := b.rsDests
 		clear(dests)
 		sss := rs.ScopeSpans()
@@ -201,18 +205,29 @@ func (b *buffer) index(g *group, rec *spanRec) {
 	}
 	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !b.bySpanID.contains(p, g) {
 		b.byParent.add(p, g)
+		rec.orphanAtIngest = true
 	}
 	if !rec.reqKey.empty() {
-		b.byReqKey.add(rec.reqKey, g)
+		b.byReqKey.add(rec.reqKey.hash64(), g)
 	}
 }
 
 // multiIndex maps a key to the groups holding it. Nearly always one group:
 // it lives in a map of plain pointers, the rare others in a side map, so
-// indexing a span allocates nothing but its map slot.
+// indexing a span allocates nothing but its map slot and, while the side
+// map is empty, costs one map operation.
 type multiIndex[K comparable] struct {
 	one  map[K]*group
 	more map[K][]*group
+}
+
+// has reports whether k has more than one group.
+func (x multiIndex[K]) multi(k K) bool {
+	if len(x.more) == 0 {
+		return false
+	}
+	_, ok := x.more[k]
+	return ok
 }
 
 func newMultiIndex[K comparable]() multiIndex[K] {
@@ -239,6 +254,9 @@ func (x multiIndex[K]) contains(k K, g *group) bool {
 	} else if first == g {
 		return true
 	}
+	if len(x.more) == 0 {
+		return false
+	}
 	for _, m := range x.more[k] {
 		if m == g {
 			return true
@@ -254,6 +272,9 @@ func (x multiIndex[K]) each(k K, f func(*group)) {
 		return
 	}
 	f(first)
+	if len(x.more) == 0 {
+		return
+	}
 	for _, m := range x.more[k] {
 		f(m)
 	}
@@ -261,13 +282,21 @@ func (x multiIndex[K]) each(k K, f func(*group)) {
 
 func (x multiIndex[K]) delete(k K) {
 	delete(x.one, k)
-	delete(x.more, k)
+	if len(x.more) > 0 {
+		delete(x.more, k)
+	}
 }
 
 // dropReleased removes the released groups of k.
 func (x multiIndex[K]) dropReleased(k K) {
 	first, ok := x.one[k]
 	if !ok {
+		return
+	}
+	if !x.multi(k) {
+		if first.released {
+			delete(x.one, k)
+		}
 		return
 	}
 	more := x.more[k]
@@ -371,8 +400,9 @@ func (b *buffer) compactFIFO() {
 // gather merges every buffered group that may belong to the same request as
 // root r into r's unit and returns the unit's root. Links: the parent span
 // of a span, other spans with the same span ID, spans whose parent is a
-// span of the unit, and spans with the same request ID. Each key is followed
-// once, so a hot request ID costs O(spans), not O(spans²).
+// span of the unit, and spans with the same request ID. A key held by
+// several groups is followed once, so a hot request ID costs O(spans), not
+// O(spans²).
 func (b *buffer) gather(r *group) *group {
 	seenSpan, seenKey := b.seenSpan, b.seenKey
 	defer clear(seenSpan)
@@ -382,22 +412,37 @@ func (b *buffer) gather(r *group) *group {
 			b.merge(r, o)
 		}
 	}
+	bySpan := func(id pcommon.SpanID) {
+		if b.bySpanID.multi(id) || b.byParent.multi(id) {
+			if _, seen := seenSpan[id]; seen {
+				return
+			}
+			seenSpan[id] = struct{}{}
+		}
+		b.bySpanID.each(id, follow)
+		b.byParent.each(id, follow)
+	}
 	for mi := 0; mi < r.memberCount(); mi++ {
 		m := r.member(mi)
 		for ri := range m.recs {
 			rec := &m.recs[ri]
-			for _, id := range [2]pcommon.SpanID{rec.spanID, rec.parentID} {
-				if _, seen := seenSpan[id]; !id.IsEmpty() && !seen {
-					seenSpan[id] = struct{}{}
-					b.bySpanID.each(id, follow)
-					b.byParent.each(id, follow)
-				}
+			if !rec.spanID.IsEmpty() {
+				bySpan(rec.spanID)
 			}
-			if k := rec.reqKey; !k.empty() {
-				if _, seen := seenKey[k]; !seen {
+			// A parent that was in the group when the span came is a record
+			// of the unit: its own span ID leads to its group and siblings.
+			if rec.orphanAtIngest {
+				bySpan(rec.parentID)
+			}
+			if !rec.reqKey.empty() {
+				k := rec.reqKey.hash64()
+				if b.byReqKey.multi(k) {
+					if _, seen := seenKey[k]; seen {
+						continue
+					}
 					seenKey[k] = struct{}{}
-					b.byReqKey.each(k, follow)
 				}
+				b.byReqKey.each(k, follow)
 			}
 		}
 	}
@@ -458,10 +503,10 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 		b.bySpanID.delete(rec.spanID)
 		b.byParent.delete(rec.spanID)
 		if !rec.reqKey.empty() {
-			b.byReqKey.delete(rec.reqKey)
+			b.byReqKey.delete(rec.reqKey.hash64())
 		}
-		if p := rec.parentID; !p.IsEmpty() {
-			b.byParent.dropReleased(p)
+		if rec.orphanAtIngest {
+			b.byParent.dropReleased(rec.parentID)
 		}
 	}
 	b.spans -= u.spans

@@ -16,14 +16,34 @@ func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
 	res := &u.result
 	i := 0
 	for _, g := range u.groups {
-		pdatautil.EachSpan(g.td, func(span ptrace.Span) {
-			applyDecision(span, res, i, originalTraceIDAttr)
-			i++
-		})
+		n := g.td.SpanCount()
+		// Most groups leave as they came: only walk the pdata of the rest.
+		if u.changes(i, i+n) {
+			pdatautil.EachSpan(g.td, func(span ptrace.Span) {
+				applyDecision(span, res, i, originalTraceIDAttr)
+				i++
+			})
+		} else {
+			i += n
+		}
 		g.td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
 		g.td = ptrace.Traces{}
 	}
 	return out
+}
+
+// changes reports whether any of records [lo, hi) is rewritten.
+func (u *unit) changes(lo, hi int) bool {
+	res := &u.result
+	if res.newParent != nil || res.linkTo != nil {
+		return true
+	}
+	for i := lo; i < hi; i++ {
+		if res.traceID[i] != u.recs[i].traceID || res.stitchedBy[i] != methodNone {
+			return true
+		}
+	}
+	return false
 }
 
 func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string) {

@@ -12,71 +12,63 @@ import (
 // spans by trace ID). Bounded by max_index_entries (one entry per span):
 // the oldest release goes first. Releases are kept in order, which is also
 // expiry order, one record per release unit rather than per span.
+//
+// Everything here is pointer-free (the garbage collector does not scan it)
+// and small: a span costs one 20-byte map slot and 8 bytes of log. What a
+// release added is logged in queues shared by all releases, so that a
+// release allocates nothing once they have grown.
 type releasedIndex struct {
 	ttl        int64 // ns
 	maxEntries int
 
-	// Values of bySpan and byTrace hold no pointers, so the garbage
-	// collector does not scan these large maps; services are interned.
 	bySpan  map[pcommon.SpanID]indexedSpan
-	byKey   map[reqKey][]releasedServer
 	byTrace map[pcommon.TraceID]indexedTrace
-	batches []releasedBatch
-	head    int
+	byKey   map[reqKey][]releasedServer
+
+	batches queue[releasedBatch]
+	spans   queue[pcommon.SpanID]
+	traces  queue[pcommon.TraceID]
+	keys    queue[reqKey]
+	finals  queue[pcommon.TraceID] // distinct final trace IDs of each release
 	entries int
 	nextSeq uint64
 
-	serviceIDs map[string]uint32
-	services   []string // services[0] is "" (unknown or over the cap)
+	names *serviceTable
 }
 
-// maxInternedServices bounds the service table; later services are
-// remembered as unknown.
-const maxInternedServices = 10_000
-
+// indexedSpan points at the release that added the span: seq is the low 32
+// bits of its sequence number (fewer than 2^32 releases are ever live) and
+// final indexes that release's final trace IDs.
 type indexedSpan struct {
-	traceID pcommon.TraceID
-	seq     uint64
-	service uint32
+	seq     uint32
+	final   uint32
+	service serviceID
 }
 
 type indexedTrace struct {
-	final pcommon.TraceID
-	seq   uint64
+	seq   uint32
+	final uint32
 }
 
-// releasedBatch is what one release added, so that it can be taken out.
+// releasedBatch is what one release added, as counts of the shared queues,
+// so that it can be taken out again.
 type releasedBatch struct {
-	at     int64
-	seq    uint64
-	spans  []pcommon.SpanID
-	traces []pcommon.TraceID
-	keys   []reqKey
+	at                          int64
+	seq                         uint64
+	spans, traces, keys, finals int
+	// finalsBase is how many finals were pushed before this release's.
+	finalsBase uint64
 }
 
-func newReleasedIndex(ttl time.Duration, maxEntries int) *releasedIndex {
+func newReleasedIndex(ttl time.Duration, maxEntries int, names *serviceTable) *releasedIndex {
 	return &releasedIndex{
 		ttl:        ttl.Nanoseconds(),
 		maxEntries: maxEntries,
 		bySpan:     make(map[pcommon.SpanID]indexedSpan),
 		byKey:      make(map[reqKey][]releasedServer),
 		byTrace:    make(map[pcommon.TraceID]indexedTrace),
-		serviceIDs: map[string]uint32{"": 0},
-		services:   []string{""},
+		names:      names,
 	}
-}
-
-func (x *releasedIndex) intern(service string) uint32 {
-	if id, ok := x.serviceIDs[service]; ok {
-		return id
-	}
-	if len(x.services) >= maxInternedServices {
-		return 0
-	}
-	id := uint32(len(x.services))
-	x.serviceIDs[service] = id
-	x.services = append(x.services, service)
-	return id
 }
 
 func (x *releasedIndex) enabled() bool { return x.ttl > 0 && x.maxEntries > 0 }
@@ -89,28 +81,50 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		return
 	}
 	x.nextSeq++
-	b := releasedBatch{at: now.UnixNano(), seq: x.nextSeq, spans: make([]pcommon.SpanID, 0, len(recs))}
+	b := releasedBatch{at: now.UnixNano(), seq: x.nextSeq, finalsBase: x.finals.pushed}
+	seq := uint32(b.seq)
+	finalOf := func(tid pcommon.TraceID) uint32 {
+		// A unit leaves with one trace ID or a few (disconnected fragments):
+		// look at the newest few; a repeat beyond them is only stored twice.
+		for i := 0; i < min(b.finals, 8); i++ {
+			if x.finals.fromEnd(i) == tid {
+				return uint32(b.finals - 1 - i)
+			}
+		}
+		x.finals.push(tid)
+		b.finals++
+		return uint32(b.finals - 1)
+	}
+	lastFinal, lastIdx := pcommon.TraceID{}, uint32(0)
 	for i := range recs {
 		r := &recs[i]
-		if t, ok := x.byTrace[r.traceID]; !ok || t.seq != b.seq {
-			x.byTrace[r.traceID] = indexedTrace{final: traceIDs[i], seq: b.seq}
-			b.traces = append(b.traces, r.traceID)
+		fi := lastIdx
+		if i == 0 || traceIDs[i] != lastFinal {
+			fi = finalOf(traceIDs[i])
+			lastFinal, lastIdx = traceIDs[i], fi
+		}
+		if t, ok := x.byTrace[r.traceID]; !ok || t.seq != seq {
+			x.byTrace[r.traceID] = indexedTrace{seq: seq, final: fi}
+			x.traces.push(r.traceID)
+			b.traces++
 		}
 		if r.spanID.IsEmpty() {
 			continue
 		}
-		x.bySpan[r.spanID] = indexedSpan{traceID: traceIDs[i], seq: b.seq, service: x.intern(r.service)}
-		b.spans = append(b.spans, r.spanID)
-		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != "" {
+		x.bySpan[r.spanID] = indexedSpan{seq: seq, final: fi, service: r.service}
+		x.spans.push(r.spanID)
+		b.spans++
+		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0 {
 			x.byKey[r.reqKey] = append(x.byKey[r.reqKey], releasedServer{
 				traceID: traceIDs[i], spanID: r.spanID, instance: r.instance,
 				start: r.start, end: r.end, service: r.service, seq: b.seq,
 			})
-			b.keys = append(b.keys, r.reqKey)
+			x.keys.push(r.reqKey)
+			b.keys++
 		}
 	}
-	x.batches = append(x.batches, b)
-	x.entries += len(b.spans)
+	x.batches.push(b)
+	x.entries += b.spans
 	for x.entries > x.maxEntries {
 		x.dropOldest()
 	}
@@ -119,25 +133,29 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 // expire drops releases older than the TTL.
 func (x *releasedIndex) expire(now time.Time) {
 	n := now.UnixNano()
-	for x.head < len(x.batches) && n-x.batches[x.head].at > x.ttl {
+	for x.batches.len() > 0 && n-x.batches.at(0).at > x.ttl {
 		x.dropOldest()
 	}
 }
 
 func (x *releasedIndex) dropOldest() {
-	b := &x.batches[x.head]
+	b := x.batches.pop()
+	seq := uint32(b.seq)
 	// A later release of the same span or trace ID replaced an entry: keep it.
-	for _, id := range b.spans {
-		if s, ok := x.bySpan[id]; ok && s.seq == b.seq {
+	for range b.spans {
+		id := x.spans.pop()
+		if s, ok := x.bySpan[id]; ok && s.seq == seq {
 			delete(x.bySpan, id)
 		}
 	}
-	for _, id := range b.traces {
-		if t, ok := x.byTrace[id]; ok && t.seq == b.seq {
+	for range b.traces {
+		id := x.traces.pop()
+		if t, ok := x.byTrace[id]; ok && t.seq == seq {
 			delete(x.byTrace, id)
 		}
 	}
-	for _, k := range b.keys {
+	for range b.keys {
+		k := x.keys.pop()
 		list := x.byKey[k]
 		for len(list) > 0 && list[0].seq <= b.seq {
 			list = list[1:]
@@ -148,27 +166,75 @@ func (x *releasedIndex) dropOldest() {
 			x.byKey[k] = list
 		}
 	}
-	x.entries -= len(b.spans)
-	*b = releasedBatch{}
-	x.head++
-	if x.head > 64 && x.head > len(x.batches)/2 {
-		n := copy(x.batches, x.batches[x.head:])
-		clear(x.batches[n:])
-		x.batches = x.batches[:n]
-		x.head = 0
+	for range b.finals {
+		x.finals.pop()
 	}
+	x.entries -= b.spans
+}
+
+// final returns the final trace ID number fi of the live release seq.
+func (x *releasedIndex) final(seq, fi uint32) pcommon.TraceID {
+	// Releases are numbered without gaps, so a release is found by its
+	// distance from the oldest live one.
+	b := x.batches.at(int(seq - uint32(x.batches.at(0).seq)))
+	return x.finals.at(int(b.finalsBase-x.finals.popped) + int(fi))
 }
 
 func (x *releasedIndex) span(id pcommon.SpanID) (releasedSpan, bool) {
 	s, ok := x.bySpan[id]
-	return releasedSpan{traceID: s.traceID, service: x.services[s.service]}, ok
+	if !ok {
+		return releasedSpan{}, false
+	}
+	return releasedSpan{traceID: x.final(s.seq, s.final), service: s.service}, true
 }
 
 func (x *releasedIndex) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {
 	t, ok := x.byTrace[id]
-	return t.final, ok
+	if !ok {
+		return pcommon.TraceID{}, false
+	}
+	return x.final(t.seq, t.final), true
 }
 
 func (x *releasedIndex) servers(key reqKey) []releasedServer {
 	return x.byKey[key]
 }
+
+// queue is a FIFO over one slice that is compacted as it drains, so that
+// a steady flow reuses its memory.
+type queue[T any] struct {
+	items          []T
+	head           int
+	pushed, popped uint64 // totals, to address items across compactions
+}
+
+func (q *queue[T]) len() int { return len(q.items) - q.head }
+
+func (q *queue[T]) push(v T) {
+	if q.head > 0 && len(q.items) == cap(q.items) && q.head >= len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items = q.items[:n]
+		q.head = 0
+	}
+	q.items = append(q.items, v)
+	q.pushed++
+}
+
+func (q *queue[T]) pop() T {
+	v := q.items[q.head]
+	var zero T
+	q.items[q.head] = zero
+	q.head++
+	q.popped++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	return v
+}
+
+// at is the i-th oldest item.
+func (q *queue[T]) at(i int) T { return q.items[q.head+i] }
+
+// fromEnd is the i-th newest item (0 is the newest).
+func (q *queue[T]) fromEnd(i int) T { return q.items[len(q.items)-1-i] }

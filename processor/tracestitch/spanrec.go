@@ -1,6 +1,9 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"encoding/binary"
+	"hash/maphash"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -10,19 +13,25 @@ const maxRequestIDLen = 256
 
 // spanRec is what the stitcher needs to know of one span. It is read once,
 // when the span enters the buffer, so that stitching never walks pdata.
+// It holds no pointers: the garbage collector never scans the records of
+// the buffered spans.
 type spanRec struct {
 	traceID  pcommon.TraceID
 	spanID   pcommon.SpanID
 	parentID pcommon.SpanID
-	kind     ptrace.SpanKind
 	start    pcommon.Timestamp
 	end      pcommon.Timestamp
+	// instance identifies the workload instance (first non-empty identity
+	// key), see instanceKey; 0 when unknown.
+	instance uint64
 	// reqKey is the normalized request ID (see requestIDKey).
 	reqKey reqKey
-	// instance is the workload instance (first non-empty identity key).
-	instance string
-	// service is the resource service.name.
-	service string
+	kind   ptrace.SpanKind
+	// service is the resource service.name, interned.
+	service serviceID
+	// orphanAtIngest: the parent was not in the span's group when the span
+	// arrived, so the span is in the buffer's byParent index.
+	orphanAtIngest bool
 }
 
 // recReader extracts spanRecs with the configured attribute keys.
@@ -41,7 +50,7 @@ func newRecReader(cfg *Config) recReader {
 
 // read fills a spanRec. invalid reports a request-ID attribute that was
 // present but unusable (empty, not a string, too long).
-func (r recReader) read(span ptrace.Span, res pcommon.Map, service string) (rec spanRec, invalid bool) {
+func (r recReader) read(span ptrace.Span, res pcommon.Map, service serviceID) (rec spanRec, invalid bool) {
 	rec = spanRec{
 		traceID:  span.TraceID(),
 		spanID:   span.SpanID(),
@@ -63,7 +72,10 @@ func (r recReader) read(span ptrace.Span, res pcommon.Map, service string) (rec 
 		}
 		invalid = true
 	}
-	rec.instance = firstNonEmpty(r.identityKeys, attrs, res)
+	if len(r.requestIDKeys) > 0 {
+		// the instance only matters to the request-ID rule
+		rec.instance = instanceKey(firstNonEmpty(r.identityKeys, attrs, res))
+	}
 	return rec, invalid
 }
 
@@ -90,25 +102,59 @@ func requestIDValue(v pcommon.Value) (string, bool) {
 	}
 }
 
-// reqKey is a request ID normalized for comparison: a UUID as its 16 bytes
-// (no allocation, case-insensitive), anything else as the string itself.
+// reqKey is a request ID normalized for comparison, without pointers: a
+// UUID as its 16 bytes (case-insensitive), anything else as a 128-bit keyed
+// hash of the string.
 type reqKey struct {
-	uuid  [16]byte
-	other string
-	set   bool
+	b    [16]byte
+	form reqKeyForm
 }
 
-func (k reqKey) empty() bool { return !k.set }
+type reqKeyForm uint8
+
+const (
+	reqKeyNone reqKeyForm = iota
+	reqKeyUUID
+	reqKeyHash
+)
+
+func (k reqKey) empty() bool { return k.form == reqKeyNone }
+
+// hash64 folds the key into the 64-bit key of the buffer's index (a
+// collision there only gathers more fragments; the stitcher compares whole
+// keys).
+func (k reqKey) hash64() uint64 {
+	return binary.LittleEndian.Uint64(k.b[:8]) ^ binary.LittleEndian.Uint64(k.b[8:]) ^ uint64(k.form)<<56
+}
+
+// Seeds of the keyed hashes, random per process: inputs cannot be crafted
+// to collide.
+var (
+	reqHashSeedLo, reqHashSeedHi = maphash.MakeSeed(), maphash.MakeSeed()
+	instanceSeed                 = maphash.MakeSeed()
+)
 
 // requestIDKey normalizes a request ID. Envoy's request IDs are UUIDs whose
 // character 14 carries Envoy's trace decision and may be rewritten between
-// hops, so that character is masked; other values compare exactly.
+// hops, so that character is masked; other values compare exactly (by a
+// 128-bit keyed hash: a false match has probability 2^-128).
 func requestIDKey(s string) reqKey {
 	if u, ok := parseUUID(s); ok {
 		u[6] &^= 0xf0 // character 14 is the high nibble of byte 6
-		return reqKey{uuid: u, set: true}
+		return reqKey{b: u, form: reqKeyUUID}
 	}
-	return reqKey{other: s, set: true}
+	k := reqKey{form: reqKeyHash}
+	binary.LittleEndian.PutUint64(k.b[:8], maphash.String(reqHashSeedLo, s))
+	binary.LittleEndian.PutUint64(k.b[8:], maphash.String(reqHashSeedHi, s))
+	return k
+}
+
+// instanceKey is a 64-bit keyed hash of an instance identity, 0 for none.
+func instanceKey(s string) uint64 {
+	if s == "" {
+		return 0
+	}
+	return maphash.String(instanceSeed, s) | 1
 }
 
 func parseUUID(s string) ([16]byte, bool) {
@@ -165,3 +211,36 @@ func serviceName(res pcommon.Map) string {
 	}
 	return ""
 }
+
+// serviceID is an interned service name; 0 is unknown (or over the cap).
+type serviceID uint32
+
+// maxInternedServices bounds the service table; later services are
+// remembered as unknown.
+const maxInternedServices = 10_000
+
+// serviceTable interns service names so that records stay pointer-free.
+// Service names are few; the cap keeps a misbehaving sender from growing it.
+type serviceTable struct {
+	ids   map[string]serviceID
+	names []string
+}
+
+func newServiceTable() *serviceTable {
+	return &serviceTable{ids: map[string]serviceID{"": 0}, names: []string{""}}
+}
+
+func (t *serviceTable) intern(name string) serviceID {
+	if id, ok := t.ids[name]; ok {
+		return id
+	}
+	if len(t.names) >= maxInternedServices {
+		return 0
+	}
+	id := serviceID(len(t.names))
+	t.ids[name] = id
+	t.names = append(t.names, name)
+	return id
+}
+
+func (t *serviceTable) name(id serviceID) string { return t.names[id] }

@@ -51,7 +51,7 @@ func (m stitchMethod) String() string {
 // releasedSpan is what the index of released spans keeps per span ID.
 type releasedSpan struct {
 	traceID pcommon.TraceID
-	service string
+	service serviceID
 }
 
 // releasedServer is what the index keeps per released SERVER span with a
@@ -59,10 +59,10 @@ type releasedSpan struct {
 type releasedServer struct {
 	traceID  pcommon.TraceID
 	spanID   pcommon.SpanID
-	instance string
+	instance uint64
 	start    pcommon.Timestamp
 	end      pcommon.Timestamp
-	service  string
+	service  serviceID
 	seq      uint64 // the release that added it
 }
 
@@ -120,7 +120,8 @@ type spanLink struct {
 }
 
 type stitcher struct {
-	recs []spanRec
+	names *serviceTable
+	recs  []spanRec
 	rel  releasedLookup
 	opts stitchOptions
 
@@ -167,8 +168,9 @@ type traceState struct {
 	missing  bool
 }
 
-func newStitcher() *stitcher {
+func newStitcher(names *serviceTable) *stitcher {
 	return &stitcher{
+		names:   names,
 		byID:    make(map[pcommon.SpanID]idxList),
 		servers: make(map[reqKey]idxList),
 		traces:  make(map[pcommon.TraceID]*traceState),
@@ -190,11 +192,7 @@ type releasedEdge struct {
 	ok      bool
 	traceID pcommon.TraceID
 	spanID  pcommon.SpanID
-	service string
-}
-
-func stitch(recs []spanRec, rel releasedLookup, opts stitchOptions) stitchResult {
-	return newStitcher().run(recs, rel, opts)
+	service serviceID
 }
 
 // run stitches one unit, reusing the stitcher's scratch memory (the
@@ -379,7 +377,7 @@ func (s *stitcher) stitchByRequestID() {
 	clear(servers)
 	for i := range s.recs {
 		r := &s.recs[i]
-		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != "" {
+		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0 {
 			addIdx(servers, r.reqKey, int32(i))
 		}
 	}
@@ -426,7 +424,7 @@ func (s *stitcher) stitchByRequestID() {
 // x-request-id but is a new request).
 func (s *stitcher) isRequestIDOrphan(i int) bool {
 	r := &s.recs[i]
-	return s.kind[i] == parentNone && r.kind != ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != ""
+	return s.kind[i] == parentNone && r.kind != ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0
 }
 
 func (s *stitcher) contains(start, end pcommon.Timestamp, r *spanRec) bool {
@@ -493,12 +491,12 @@ func (s *stitcher) setNewParent(res *stitchResult, i int, physical []int32) {
 // parent-ID stitch across trace IDs (the caller changed the trace ID).
 func (s *stitcher) blamedService(i int) string {
 	if s.method[i] == methodRequestID {
-		return s.recs[i].service
+		return s.names.name(s.recs[i].service)
 	}
 	if s.kind[i] == parentReleased {
-		return s.released[i].service
+		return s.names.name(s.released[i].service)
 	}
-	return s.recs[s.parent[i]].service
+	return s.names.name(s.recs[s.parent[i]].service)
 }
 
 func (s *stitcher) traceOfTop(top int32) pcommon.TraceID {
@@ -576,7 +574,7 @@ func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
 			res.traces = append(res.traces, outcomeDisconnected)
 			for _, t := range st.roots {
 				if s.kind[t] != parentInUnit && s.recs[t].parentID.IsEmpty() && s.recs[t].kind != ptrace.SpanKindServer {
-					res.blame = append(res.blame, s.recs[t].service)
+					res.blame = append(res.blame, s.names.name(s.recs[t].service))
 				}
 			}
 		case st.stitched:

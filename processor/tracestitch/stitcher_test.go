@@ -25,6 +25,9 @@ func (f fakeReleased) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {
 }
 func (f fakeReleased) servers(k reqKey) []releasedServer { return f.byKey[k] }
 
+// testNames is the service table of records read by recs.
+var testNames = newServiceTable()
+
 // recs reads test spans into records, as the buffer does.
 func recs(t *testing.T, spans ...ts) []spanRec {
 	t.Helper()
@@ -35,7 +38,7 @@ func recs(t *testing.T, spans ...ts) []spanRec {
 	for i := 0; i < td.ResourceSpans().Len(); i++ {
 		rs := td.ResourceSpans().At(i)
 		sp := rs.ScopeSpans().At(0).Spans().At(0)
-		rec, _ := r.read(sp, rs.Resource().Attributes(), serviceName(rs.Resource().Attributes()))
+		rec, _ := r.read(sp, rs.Resource().Attributes(), testNames.intern(serviceName(rs.Resource().Attributes())))
 		out = append(out, rec)
 	}
 	return out
@@ -51,7 +54,7 @@ func TestStitcherIsPure(t *testing.T) {
 		ts{trace: traceB, id: "2222222222222222", kind: S, start: 4, end: 33, service: rv, node: rv1, rid: rid},
 		ts{trace: traceC, id: "3333333333333333", parent: "2222222222222222", kind: I, start: 5, end: 6, service: "reviews"},
 	)
-	s := newStitcher()
+	s := newStitcher(testNames)
 	for run := 0; run < 2; run++ {
 		res := s.run(in, nil, stitchOptions{requestID: true})
 		for i := range in {
@@ -67,11 +70,11 @@ func TestStitcherIsPure(t *testing.T) {
 
 func TestStitcherUsesReleasedSpans(t *testing.T) {
 	released := fakeReleased{
-		spans:  map[pcommon.SpanID]releasedSpan{spanID(t, "1111111111111111"): {traceID: traceID(t, traceA), service: pp}},
+		spans:  map[pcommon.SpanID]releasedSpan{spanID(t, "1111111111111111"): {traceID: traceID(t, traceA), service: testNames.intern(pp)}},
 		traces: map[pcommon.TraceID]pcommon.TraceID{traceID(t, traceD): traceID(t, traceA)},
 		byKey: map[reqKey][]releasedServer{requestIDKey(rid): {{
-			traceID: traceID(t, traceA), spanID: spanID(t, "1111111111111111"), instance: pp1,
-			start: pcommon.Timestamp(base), end: pcommon.Timestamp(base + 40e6), service: pp,
+			traceID: traceID(t, traceA), spanID: spanID(t, "1111111111111111"), instance: instanceKey(pp1),
+			start: pcommon.Timestamp(base), end: pcommon.Timestamp(base + 40e6), service: testNames.intern(pp),
 		}}},
 	}
 	in := recs(t,
@@ -82,7 +85,7 @@ func TestStitcherUsesReleasedSpans(t *testing.T) {
 		// a root of a trace that was released (and moved to trace A)
 		ts{trace: traceD, id: "6666666666666666", parent: "7777777777777777", kind: S, start: 3, end: 34, service: rv},
 	)
-	res := stitch(in, released, stitchOptions{requestID: true})
+	res := newStitcher(testNames).run(in, released, stitchOptions{requestID: true})
 	require.Len(t, res.traceID, 3)
 	for i := range in {
 		assert.Equal(t, traceID(t, traceA), res.traceID[i])
