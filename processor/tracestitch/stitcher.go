@@ -122,8 +122,8 @@ type spanLink struct {
 type stitcher struct {
 	names *serviceTable
 	recs  []spanRec
-	rel  releasedLookup
-	opts stitchOptions
+	rel   releasedLookup
+	opts  stitchOptions
 
 	byID     map[pcommon.SpanID]idxList
 	parent   []int32 // in-unit parent, -1 if none
