@@ -124,6 +124,9 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool) (Round, error
 	}
 	want := sink.n.Load() + int64(in.Spans)
 	batches := in.Clone()
+	// Every subject starts its timed pass without garbage collection debt
+	// left by the warm-up and the copying of the input.
+	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	cpu0, wall0 := cpuTime(), time.Now()

@@ -1,7 +1,6 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
-	"container/heap"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -21,8 +20,8 @@ type group struct {
 	parent    *group
 	members   []*group
 	spans     int
-	firstSeen time.Time
-	lastSeen  time.Time
+	firstSeen int64 // ns on the buffer's clock
+	lastSeen  int64
 	released  bool
 }
 
@@ -55,10 +54,12 @@ func (g *group) root() *group {
 
 // unit is a set of groups released together.
 type unit struct {
-	groups []*group
-	recs   []spanRec
-	result stitchResult
-	spans  int
+	groups     []*group
+	groupSpans []int  // spans per group
+	rewrite    []bool // per group: some span is rewritten (nil: none)
+	result     stitchResult
+	spans      int
+	one        [1]*group // groups of a unit of one group, without allocating
 }
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
@@ -83,6 +84,9 @@ type buffer struct {
 	names    *serviceTable
 
 	due  deadlineQueue
+	// epoch is the origin of the buffer's nanosecond clock (monotonic when
+	// the caller's times are).
+	epoch time.Time
 	fifo []*group // groups in creation order, for eviction
 	head int
 
@@ -93,11 +97,13 @@ type buffer struct {
 	ssDests  map[*group]ptrace.SpanSlice
 	seenSpan map[pcommon.SpanID]struct{}
 	seenKey  map[uint64]struct{}
+	recs     recPool
 }
 
 func newBuffer(cfg *Config) *buffer {
 	names := newServiceTable()
 	return &buffer{
+		epoch:    time.Now(),
 		names:    names,
 		wait:     cfg.WaitDuration,
 		maxWait:  cfg.MaxWait,
@@ -127,8 +133,9 @@ type addStats struct {
 }
 
 // add moves every span of td into the group of its trace ID.
-func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
+func (b *buffer) add(td ptrace.Traces, wall time.Time) addStats {
 	var st addStats
+	now := b.clock(wall)
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
@@ -170,8 +177,8 @@ func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
 					lastGroup, lastDest = g, dest
 				}
 				span.MoveTo(lastDest.AppendEmpty())
-				if g.recs == nil {
-					g.recs = make([]spanRec, 0, 8)
+				if len(g.recs) == cap(g.recs) {
+					g.recs = b.recs.grow(g.recs)
 				}
 				g.recs = append(g.recs, rec)
 				b.index(g, &g.recs[len(g.recs)-1])
@@ -188,16 +195,19 @@ func (b *buffer) add(td ptrace.Traces, now time.Time) addStats {
 	return st
 }
 
-func (b *buffer) groupFor(tid pcommon.TraceID, now time.Time) *group {
+func (b *buffer) groupFor(tid pcommon.TraceID, now int64) *group {
 	if g, ok := b.groups[tid]; ok {
 		return g
 	}
 	g := &group{traceID: tid, td: ptrace.NewTraces(), firstSeen: now, lastSeen: now}
 	b.groups[tid] = g
 	b.fifo = append(b.fifo, g)
-	heap.Push(&b.due, deadlineEntry{at: b.deadline(g), g: g})
+	b.due.push(deadlineEntry{at: b.deadline(g), g: g})
 	return g
 }
+
+// clock converts a time to nanoseconds on the buffer's clock.
+func (b *buffer) clock(t time.Time) int64 { return int64(t.Sub(b.epoch)) }
 
 func (b *buffer) index(g *group, rec *spanRec) {
 	if !rec.spanID.IsEmpty() {
@@ -320,38 +330,33 @@ func (x multiIndex[K]) dropReleased(k K) {
 
 // deadline of a unit root: a quiet period after its newest span, capped at
 // max_wait after its first.
-func (b *buffer) deadline(r *group) time.Time {
-	quiet := r.lastSeen.Add(b.wait)
-	capAt := r.firstSeen.Add(b.maxWait)
-	if capAt.Before(quiet) {
-		return capAt
-	}
-	return quiet
+func (b *buffer) deadline(r *group) int64 {
+	return min(r.lastSeen+int64(b.wait), r.firstSeen+int64(b.maxWait))
 }
 
 // releaseDue returns the units whose deadline has passed.
-func (b *buffer) releaseDue(now time.Time) []*unit {
+func (b *buffer) releaseDue(wall time.Time) []*unit {
 	var out []*unit
 	// Expire after releasing: units due now may still use entries that are
 	// due to expire now.
-	defer b.released.expire(now)
-	for b.due.Len() > 0 && !b.due[0].at.After(now) {
-		e := heap.Pop(&b.due).(deadlineEntry)
-		g := e.g
+	defer b.released.expire(wall)
+	now := b.clock(wall)
+	for len(b.due) > 0 && b.due[0].at <= now {
+		g := b.due.pop().g
 		if g.released || g.parent != nil {
 			continue // released or merged into another unit
 		}
-		if d := b.deadline(g); d.After(now) {
-			heap.Push(&b.due, deadlineEntry{at: d, g: g})
+		if d := b.deadline(g); d > now {
+			b.due.push(deadlineEntry{at: d, g: g})
 			continue
 		}
 		r := b.gather(g)
-		if d := b.deadline(r); d.After(now) {
+		if d := b.deadline(r); d > now {
 			// A fragment of the same request is still fresh: wait for it.
-			heap.Push(&b.due, deadlineEntry{at: d, g: r})
+			b.due.push(deadlineEntry{at: d, g: r})
 			continue
 		}
-		out = append(out, b.detach(r, now))
+		out = append(out, b.detach(r, wall))
 	}
 	return out
 }
@@ -462,12 +467,8 @@ func (b *buffer) merge(r, o *group) {
 	}
 	o.members = nil
 	r.spans += o.spans
-	if o.firstSeen.Before(r.firstSeen) {
-		r.firstSeen = o.firstSeen
-	}
-	if o.lastSeen.After(r.lastSeen) {
-		r.lastSeen = o.lastSeen
-	}
+	r.firstSeen = min(r.firstSeen, o.firstSeen)
+	r.lastSeen = max(r.lastSeen, o.lastSeen)
 }
 
 // detach removes unit r from the buffer and its indexes and decides how it
@@ -475,31 +476,36 @@ func (b *buffer) merge(r, o *group) {
 func (b *buffer) detach(r *group, now time.Time) *unit {
 	u := &unit{groups: r.members, spans: r.spans}
 	if u.groups == nil {
-		u.groups = []*group{r}
+		u.one[0] = r
+		u.groups = u.one[:]
 	}
-	if len(u.groups) == 1 {
-		u.recs = r.recs
-	} else {
+	u.groupSpans = make([]int, len(u.groups))
+	recs := r.recs
+	if len(u.groups) > 1 {
 		n := 0
 		for _, m := range u.groups {
 			n += len(m.recs)
 		}
-		u.recs = make([]spanRec, 0, n)
+		recs = b.recs.get(n)
 		for _, m := range u.groups {
-			u.recs = append(u.recs, m.recs...)
+			recs = append(recs, m.recs...)
 		}
 	}
-	for _, m := range u.groups {
+	for k, m := range u.groups {
+		u.groupSpans[k] = len(m.recs)
 		m.released = true
 		if b.groups[m.traceID] == m {
 			delete(b.groups, m.traceID)
+		}
+		if len(u.groups) > 1 {
+			b.recs.put(m.recs)
 		}
 		m.recs = nil
 	}
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
-	for i := range u.recs {
-		rec := &u.recs[i]
+	for i := range recs {
+		rec := &recs[i]
 		b.bySpanID.delete(rec.spanID)
 		b.byParent.delete(rec.spanID)
 		if !rec.reqKey.empty() {
@@ -510,13 +516,75 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 		}
 	}
 	b.spans -= u.spans
-	u.result = b.stitcher.run(u.recs, b.released, b.stitchOpts)
-	b.released.add(u.recs, u.result.traceID, now)
+	u.result = b.stitcher.run(recs, b.released, b.stitchOpts)
+	b.released.add(recs, b.stitcher.final, now)
+	u.markRewrites(recs)
+	b.recs.put(recs)
 	return u
 }
 
+// recPool recycles the record slices of released groups: records are the
+// buffer's own per-span memory, and reusing it keeps a steady flow from
+// allocating (and the garbage collector from sweeping) it again. Slices
+// are pooled by power-of-two capacity, up to a bounded total.
+type recPool struct {
+	free   [recClasses][][]spanRec
+	pooled int // records held
+}
+
+const (
+	recMinCap   = 8
+	recClasses  = 10      // capacities 8 … 4096
+	recPoolRecs = 1 << 17 // at most this many pooled records (≈11 MB)
+)
+
+func recClass(c int) int {
+	k := 0
+	for c > recMinCap<<k && k < recClasses {
+		k++
+	}
+	return k
+}
+
+// get returns an empty slice with room for at least n records.
+func (p *recPool) get(n int) []spanRec {
+	k := recClass(max(n, recMinCap))
+	if k < recClasses {
+		if l := len(p.free[k]); l > 0 {
+			s := p.free[k][l-1]
+			p.free[k][l-1] = nil
+			p.free[k] = p.free[k][:l-1]
+			p.pooled -= cap(s)
+			return s
+		}
+		return make([]spanRec, 0, recMinCap<<k)
+	}
+	return make([]spanRec, 0, n)
+}
+
+// grow returns s with room for one more record, recycling s.
+func (p *recPool) grow(s []spanRec) []spanRec {
+	g := p.get(2 * len(s))
+	g = append(g, s...)
+	p.put(s)
+	return g
+}
+
+func (p *recPool) put(s []spanRec) {
+	c := cap(s)
+	if c < recMinCap || c&(c-1) != 0 || p.pooled+c > recPoolRecs {
+		return
+	}
+	k := recClass(c)
+	if k >= recClasses {
+		return
+	}
+	p.free[k] = append(p.free[k], s[:0])
+	p.pooled += c
+}
+
 type deadlineEntry struct {
-	at time.Time
+	at int64
 	g  *group
 }
 
@@ -524,15 +592,40 @@ type deadlineEntry struct {
 // traces instead of a timer per trace.
 type deadlineQueue []deadlineEntry
 
-func (q deadlineQueue) Len() int           { return len(q) }
-func (q deadlineQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q deadlineQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *deadlineQueue) Push(x any)        { *q = append(*q, x.(deadlineEntry)) }
-func (q *deadlineQueue) Pop() any {
-	old := *q
-	n := len(old)
-	e := old[n-1]
-	old[n-1] = deadlineEntry{}
-	*q = old[:n-1]
-	return e
+func (q *deadlineQueue) push(e deadlineEntry) {
+	*q = append(*q, e)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if h[p].at <= h[i].at {
+			break
+		}
+		h[p], h[i] = h[i], h[p]
+		i = p
+	}
+}
+
+func (q *deadlineQueue) pop() deadlineEntry {
+	h := *q
+	top := h[0]
+	n := len(h) - 1
+	h[0] = h[n]
+	h[n] = deadlineEntry{}
+	h = h[:n]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < n && h[l].at < h[m].at {
+			m = l
+		}
+		if r := l + 1; r < n && h[r].at < h[m].at {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
 }

@@ -15,16 +15,15 @@ func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
 	out := ptrace.NewTraces()
 	res := &u.result
 	i := 0
-	for _, g := range u.groups {
-		n := g.td.SpanCount()
+	for k, g := range u.groups {
 		// Most groups leave as they came: only walk the pdata of the rest.
-		if u.changes(i, i+n) {
+		if res.traceID != nil && u.rewrite[k] {
 			pdatautil.EachSpan(g.td, func(span ptrace.Span) {
 				applyDecision(span, res, i, originalTraceIDAttr)
 				i++
 			})
 		} else {
-			i += n
+			i += u.groupSpans[k]
 		}
 		g.td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
 		g.td = ptrace.Traces{}
@@ -32,20 +31,26 @@ func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
 	return out
 }
 
-// changes reports whether any of records [lo, hi) is rewritten.
-func (u *unit) changes(lo, hi int) bool {
+// markRewrites records which groups of the unit have spans to rewrite;
+// recs are the unit's records, in group order.
+func (u *unit) markRewrites(recs []spanRec) {
 	res := &u.result
-	if res.newParent != nil || res.linkTo != nil {
-		return true
+	if res.traceID == nil {
+		return
 	}
-	for i := lo; i < hi; i++ {
-		if res.traceID[i] != u.recs[i].traceID || res.stitchedBy[i] != methodNone {
-			return true
+	u.rewrite = make([]bool, len(u.groups))
+	lo := 0
+	for k, n := range u.groupSpans {
+		hi := lo + n
+		if res.newParent != nil || res.linkTo != nil {
+			u.rewrite[k] = true
 		}
+		for i := lo; i < hi && !u.rewrite[k]; i++ {
+			u.rewrite[k] = res.traceID[i] != recs[i].traceID || res.stitchedBy[i] != methodNone
+		}
+		lo = hi
 	}
-	return false
 }
-
 func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string) {
 	if tid := res.traceID[i]; tid != span.TraceID() {
 		span.Attributes().PutStr(originalTraceIDAttr, span.TraceID().String())

@@ -185,12 +185,20 @@ func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
 }
 
 func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
+	if len(units) == 0 {
+		return
+	}
 	// Telemetry is recorded with a context of its own: a cancelled caller
 	// must not lose the counts.
 	tctx := context.WithoutCancel(ctx)
+	var tally releaseTally
+	left := 0
 	for _, u := range units {
-		p.record(tctx, u)
-		p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(u.spans))
+		left += u.spans
+	}
+	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left))
+	for _, u := range units {
+		tally.add(&u.result)
 		if ctx.Err() != nil {
 			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
 			continue
@@ -204,8 +212,9 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 			p.drop(tctx, u.spans, reason, err)
 			continue
 		}
-		p.tel.ProcessorTracestitchSpansReleased.Add(tctx, int64(u.spans))
+		tally.released += int64(u.spans)
 	}
+	p.record(tctx, &tally)
 }
 
 func (p *tracestitchProcessor) drop(ctx context.Context, spans int, reason string, err error) {
@@ -227,31 +236,59 @@ var (
 	}
 )
 
-func (p *tracestitchProcessor) record(ctx context.Context, u *unit) {
-	res := &u.result
-	var perOutcome [3]int64
+// releaseTally sums the results of the units of one release, so that
+// telemetry is recorded once per release rather than once per trace.
+type releaseTally struct {
+	outcomes  [3]int64
+	stitches  [3]int64
+	ambiguous int64
+	lateSpans int64
+	released  int64
+	blame     []string
+}
+
+func (t *releaseTally) add(res *stitchResult) {
 	for _, o := range res.traces {
-		perOutcome[o]++
+		t.outcomes[o]++
 	}
-	for o, n := range perOutcome {
+	for m, n := range res.stitches {
+		t.stitches[m] += int64(n)
+	}
+	t.ambiguous += int64(res.ambiguous)
+	t.lateSpans += int64(res.lateSpans)
+	t.blame = append(t.blame, res.blame...)
+}
+
+func (p *tracestitchProcessor) record(ctx context.Context, t *releaseTally) {
+	for o, n := range t.outcomes {
 		if n > 0 {
 			p.tel.ProcessorTracestitchTraces.Add(ctx, n, outcomeAttrs[o])
 		}
 	}
 	for m := methodParentID; m <= methodRequestID; m++ {
-		if n := res.stitches[m]; n > 0 {
-			p.tel.ProcessorTracestitchStitches.Add(ctx, int64(n), methodAttrs[m])
+		if n := t.stitches[m]; n > 0 {
+			p.tel.ProcessorTracestitchStitches.Add(ctx, n, methodAttrs[m])
 		}
 	}
-	if res.ambiguous > 0 {
-		p.tel.ProcessorTracestitchAmbiguous.Add(ctx, int64(res.ambiguous))
+	if t.ambiguous > 0 {
+		p.tel.ProcessorTracestitchAmbiguous.Add(ctx, t.ambiguous)
 	}
-	if res.lateSpans > 0 {
-		p.tel.ProcessorTracestitchLateSpans.Add(ctx, int64(res.lateSpans))
+	if t.lateSpans > 0 {
+		p.tel.ProcessorTracestitchLateSpans.Add(ctx, t.lateSpans)
 	}
-	for _, svc := range res.blame {
-		p.tel.ProcessorTracestitchBrokenPropagation.Add(ctx, 1,
-			metric.WithAttributes(attribute.String("service", p.blameLabel(svc))))
+	if t.released > 0 {
+		p.tel.ProcessorTracestitchSpansReleased.Add(ctx, t.released)
+	}
+	if len(t.blame) == 0 {
+		return
+	}
+	counts := map[string]int64{}
+	for _, svc := range t.blame {
+		counts[p.blameLabel(svc)]++
+	}
+	for svc, n := range counts {
+		p.tel.ProcessorTracestitchBrokenPropagation.Add(ctx, n,
+			metric.WithAttributes(attribute.String("service", svc)))
 	}
 }
 

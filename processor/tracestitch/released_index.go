@@ -23,12 +23,14 @@ type releasedIndex struct {
 
 	bySpan  map[pcommon.SpanID]indexedSpan
 	byTrace map[pcommon.TraceID]indexedTrace
-	byKey   map[reqKey][]releasedServer
+	// byKey holds, per request ID (64-bit fold), 1 + the position of the
+	// newest ingress span with it in servers; each links to the previous.
+	byKey map[uint64]uint64
 
 	batches queue[releasedBatch]
 	spans   queue[pcommon.SpanID]
 	traces  queue[pcommon.TraceID]
-	keys    queue[reqKey]
+	servers queue[indexedServer]
 	finals  queue[pcommon.TraceID] // distinct final trace IDs of each release
 	entries int
 	nextSeq uint64
@@ -50,6 +52,12 @@ type indexedTrace struct {
 	final uint32
 }
 
+type indexedServer struct {
+	releasedServer
+	key  reqKey
+	prev uint64 // 1 + position of the previous server with the same fold, 0 for none
+}
+
 // releasedBatch is what one release added, as counts of the shared queues,
 // so that it can be taken out again.
 type releasedBatch struct {
@@ -65,7 +73,7 @@ func newReleasedIndex(ttl time.Duration, maxEntries int, names *serviceTable) *r
 		ttl:        ttl.Nanoseconds(),
 		maxEntries: maxEntries,
 		bySpan:     make(map[pcommon.SpanID]indexedSpan),
-		byKey:      make(map[reqKey][]releasedServer),
+		byKey:      make(map[uint64]uint64),
 		byTrace:    make(map[pcommon.TraceID]indexedTrace),
 		names:      names,
 	}
@@ -115,11 +123,15 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		x.spans.push(r.spanID)
 		b.spans++
 		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0 {
-			x.byKey[r.reqKey] = append(x.byKey[r.reqKey], releasedServer{
-				traceID: traceIDs[i], spanID: r.spanID, instance: r.instance,
-				start: r.start, end: r.end, service: r.service, seq: b.seq,
+			h := r.reqKey.hash64()
+			x.servers.push(indexedServer{
+				releasedServer: releasedServer{
+					traceID: traceIDs[i], spanID: r.spanID, instance: r.instance,
+					start: r.start, end: r.end, service: r.service,
+				},
+				key: r.reqKey, prev: x.byKey[h],
 			})
-			x.keys.push(r.reqKey)
+			x.byKey[h] = x.servers.pushed
 			b.keys++
 		}
 	}
@@ -155,15 +167,11 @@ func (x *releasedIndex) dropOldest() {
 		}
 	}
 	for range b.keys {
-		k := x.keys.pop()
-		list := x.byKey[k]
-		for len(list) > 0 && list[0].seq <= b.seq {
-			list = list[1:]
-		}
-		if len(list) == 0 {
-			delete(x.byKey, k)
-		} else {
-			x.byKey[k] = list
+		pos := x.servers.popped + 1
+		srv := x.servers.pop()
+		// the newest with its fold leaving means all with it left
+		if h := srv.key.hash64(); x.byKey[h] == pos {
+			delete(x.byKey, h)
 		}
 	}
 	for range b.finals {
@@ -196,8 +204,17 @@ func (x *releasedIndex) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {
 	return x.final(t.seq, t.final), true
 }
 
-func (x *releasedIndex) servers(key reqKey) []releasedServer {
-	return x.byKey[key]
+// ingress appends the released ingress spans with request ID key to out,
+// newest first.
+func (x *releasedIndex) ingress(key reqKey, out []releasedServer) []releasedServer {
+	for pos := x.byKey[key.hash64()]; pos > x.servers.popped; {
+		srv := x.servers.at(int(pos - 1 - x.servers.popped))
+		if srv.key == key {
+			out = append(out, srv.releasedServer)
+		}
+		pos = srv.prev
+	}
+	return out
 }
 
 // queue is a FIFO over one slice that is compacted as it drains, so that

@@ -60,6 +60,12 @@ func (r recReader) read(span ptrace.Span, res pcommon.Map, service serviceID) (r
 		end:      span.EndTimestamp(),
 		service:  service,
 	}
+	// Only ingress spans (candidate parents) and spans without a parent
+	// (candidate orphans) take part in the request-ID rule: the others'
+	// attributes are not read at all, which is most of the cost of reading.
+	if len(r.requestIDKeys) == 0 || (rec.kind != ptrace.SpanKindServer && !rec.parentID.IsEmpty()) {
+		return rec, false
+	}
 	attrs := span.Attributes()
 	for _, k := range r.requestIDKeys {
 		v, ok := attrs.Get(k)
@@ -72,8 +78,7 @@ func (r recReader) read(span ptrace.Span, res pcommon.Map, service serviceID) (r
 		}
 		invalid = true
 	}
-	if len(r.requestIDKeys) > 0 {
-		// the instance only matters to the request-ID rule
+	if !rec.reqKey.empty() {
 		rec.instance = instanceKey(firstNonEmpty(r.identityKeys, attrs, res))
 	}
 	return rec, invalid

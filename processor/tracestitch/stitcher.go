@@ -1,6 +1,10 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"cmp"
+	"encoding/binary"
+	"slices"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -63,7 +67,6 @@ type releasedServer struct {
 	start    pcommon.Timestamp
 	end      pcommon.Timestamp
 	service  serviceID
-	seq      uint64 // the release that added it
 }
 
 // releasedLookup answers questions about spans released earlier.
@@ -71,7 +74,8 @@ type releasedLookup interface {
 	span(id pcommon.SpanID) (releasedSpan, bool)
 	// trace maps a released trace ID to the trace ID it left with.
 	trace(id pcommon.TraceID) (pcommon.TraceID, bool)
-	servers(key reqKey) []releasedServer
+	// ingress appends the released ingress spans with request ID key.
+	ingress(key reqKey, out []releasedServer) []releasedServer
 }
 
 type stitchOptions struct {
@@ -98,9 +102,10 @@ const (
 // stitchResult is the decision for one unit. Slices are indexed like the
 // input records.
 type stitchResult struct {
-	// traceID is the trace ID each span leaves with.
-	traceID []pcommon.TraceID
-	// stitchedBy is set on fragment roots the processor attached.
+	// traceID is the trace ID each span leaves with, and stitchedBy is set
+	// on fragment roots the processor attached. Both are nil when the unit
+	// leaves exactly as it came (most units): see final for trace IDs.
+	traceID    []pcommon.TraceID
 	stitchedBy []stitchMethod
 	// newParent is the parent span ID set by a request-ID stitch (the span
 	// kept its parent otherwise); linkTo holds it instead in link mode.
@@ -125,7 +130,9 @@ type stitcher struct {
 	rel   releasedLookup
 	opts  stitchOptions
 
-	byID     map[pcommon.SpanID]idxList
+	// ids are the records' span IDs, sorted: a unit is searched by binary
+	// search instead of building a map per unit.
+	ids      []idEntry
 	parent   []int32 // in-unit parent, -1 if none
 	kind     []parentKind
 	method   []stitchMethod
@@ -133,9 +140,34 @@ type stitcher struct {
 	uf       unionFind
 
 	// scratch of the request-ID pass and of outcomes, reused across units
-	servers map[reqKey]idxList
-	traces  map[pcommon.TraceID]*traceState
-	seenTop map[int32]struct{}
+	servers  map[reqKey]idxList
+	relSrv   []releasedServer
+	states   []traceState
+	stateIdx map[pcommon.TraceID]int32
+	topState []int32
+	topBuf   [2][]int32
+	path     []int32
+	// final is the trace ID each record leaves with, valid until the next
+	// run (the result keeps a copy only when something changed).
+	final []pcommon.TraceID
+}
+
+type idEntry struct {
+	id  uint64
+	rec int32
+}
+
+func spanKey(id pcommon.SpanID) uint64 { return binary.BigEndian.Uint64(id[:]) }
+
+// withID returns the records whose span ID is id.
+func (s *stitcher) withID(id pcommon.SpanID) []idEntry {
+	k := spanKey(id)
+	lo, _ := slices.BinarySearchFunc(s.ids, k, func(e idEntry, k uint64) int { return cmp.Compare(e.id, k) })
+	hi := lo
+	for hi < len(s.ids) && s.ids[hi].id == k {
+		hi++
+	}
+	return s.ids[lo:hi]
 }
 
 // idxList holds the records with one key; almost always one, kept inline.
@@ -163,18 +195,19 @@ func addIdx[K comparable](m map[K]idxList, k K, i int32) {
 }
 
 type traceState struct {
-	roots    []int32
-	stitched bool
-	missing  bool
+	traceID      pcommon.TraceID
+	roots        int
+	firstRoot    int32
+	stitched     bool
+	missing      bool
+	disconnected bool
 }
 
 func newStitcher(names *serviceTable) *stitcher {
 	return &stitcher{
-		names:   names,
-		byID:    make(map[pcommon.SpanID]idxList),
-		servers: make(map[reqKey]idxList),
-		traces:  make(map[pcommon.TraceID]*traceState),
-		seenTop: make(map[int32]struct{}),
+		names:    names,
+		servers:  make(map[reqKey]idxList),
+		stateIdx: make(map[pcommon.TraceID]int32),
 	}
 }
 
@@ -200,7 +233,7 @@ type releasedEdge struct {
 func (s *stitcher) run(recs []spanRec, rel releasedLookup, opts stitchOptions) stitchResult {
 	n := len(recs)
 	s.recs, s.rel, s.opts = recs, rel, opts
-	clear(s.byID)
+	s.ids = s.ids[:0]
 	s.parent = grow(s.parent, n)
 	s.kind = grow(s.kind, n)
 	s.method = grow(s.method, n)
@@ -210,9 +243,15 @@ func (s *stitcher) run(recs []spanRec, rel releasedLookup, opts stitchOptions) s
 		s.parent[i] = -1
 		s.uf.p[i] = int32(i)
 		if id := recs[i].spanID; !id.IsEmpty() {
-			addIdx(s.byID, id, int32(i))
+			s.ids = append(s.ids, idEntry{id: spanKey(id), rec: int32(i)})
 		}
 	}
+	slices.SortFunc(s.ids, func(a, b idEntry) int {
+		if c := cmp.Compare(a.id, b.id); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.rec, b.rec)
+	})
 	for i := range recs {
 		s.resolveParent(i)
 	}
@@ -289,9 +328,8 @@ func (s *stitcher) joinReleasedTraces() {
 // sharedClient finds the single CLIENT span of i's trace that shares i's ID.
 func (s *stitcher) sharedClient(i int) (int, bool) {
 	found := -1
-	l := s.byID[s.recs[i].spanID]
-	for k := 0; k < l.len(); k++ {
-		j := l.at(k)
+	for _, e := range s.withID(s.recs[i].spanID) {
+		j := e.rec
 		if int(j) == i || s.recs[j].kind != ptrace.SpanKindClient || s.recs[j].traceID != s.recs[i].traceID {
 			continue
 		}
@@ -307,14 +345,10 @@ func (s *stitcher) sharedClient(i int) (int, bool) {
 // trace win; a CLIENT/SERVER pair sharing the ID counts as one node (its
 // SERVER side, which is where the callee's children hang).
 func (s *stitcher) spanByID(child int, id pcommon.SpanID) (int, bool, bool) {
-	cands, ok := s.byID[id]
-	if !ok {
-		return -1, false, false
-	}
 	same, other := -1, -1
 	nSame, nOther := 0, 0
-	for k := 0; k < cands.len(); k++ {
-		j := cands.at(k)
+	for _, e := range s.withID(id) {
+		j := e.rec
 		if int(j) == child {
 			continue
 		}
@@ -398,7 +432,8 @@ func (s *stitcher) stitchByRequestID() {
 		}
 		var rel releasedServer
 		if s.rel != nil {
-			for _, c := range s.rel.servers(r.reqKey) {
+			s.relSrv = s.rel.ingress(r.reqKey, s.relSrv[:0])
+			for _, c := range s.relSrv {
 				if c.instance == r.instance && s.contains(c.start, c.end, r) {
 					rel = c
 					n++
@@ -435,10 +470,7 @@ func (s *stitcher) contains(start, end pcommon.Timestamp, r *spanRec) bool {
 // result computes trace IDs, outcomes and counters from the resolved edges.
 func (s *stitcher) result() stitchResult {
 	n := len(s.recs)
-	res := stitchResult{
-		traceID:    make([]pcommon.TraceID, n),
-		stitchedBy: make([]stitchMethod, n),
-	}
+	var res stitchResult
 	// logical tops follow every edge; physical tops stop at request-ID edges
 	// in link mode, where those fragments keep their own trace ID.
 	logical := s.tops(false)
@@ -446,8 +478,17 @@ func (s *stitcher) result() stitchResult {
 	if s.opts.link {
 		physical = s.tops(true)
 	}
+	s.final = grow(s.final, n)
+	changed := false
 	for i := range s.recs {
-		res.traceID[i] = s.traceOfTop(physical[i])
+		s.final[i] = s.traceOfTop(physical[i])
+		changed = changed || s.final[i] != s.recs[i].traceID || s.method[i] != methodNone
+	}
+	if changed {
+		res.traceID = slices.Clone(s.final)
+		res.stitchedBy = make([]stitchMethod, n)
+	}
+	for i := range s.recs {
 		if m := s.method[i]; m != methodNone {
 			res.stitchedBy[i] = m
 			res.stitches[m]++
@@ -506,14 +547,21 @@ func (s *stitcher) traceOfTop(top int32) pcommon.TraceID {
 	return s.recs[top].traceID
 }
 
-// tops returns the top of each record's tree, iteratively and memoized.
+// tops returns the top of each record's tree, iteratively and memoized,
+// in scratch memory of the stitcher (valid until the next run).
 func (s *stitcher) tops(cutRequestID bool) []int32 {
 	n := len(s.recs)
-	top := make([]int32, n)
+	buf := &s.topBuf[0]
+	if cutRequestID {
+		buf = &s.topBuf[1]
+	}
+	*buf = grow(*buf, n)
+	top := *buf
 	for i := range top {
 		top[i] = -1
 	}
-	path := make([]int32, 0, 16)
+	path := s.path[:0]
+	defer func() { s.path = path[:0] }()
 	for i := 0; i < n; i++ {
 		j := int32(i)
 		path = path[:0]
@@ -537,52 +585,78 @@ func (s *stitcher) tops(cutRequestID bool) []int32 {
 // the same trace ID. Trees hanging under released spans are late additions
 // to a trace that was already counted.
 func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
-	byTrace, seenTop := s.traces, s.seenTop
-	clear(byTrace)
-	clear(seenTop)
-	order := make([]pcommon.TraceID, 0, 1)
+	s.states = s.states[:0]
+	clear(s.stateIdx)
+	s.topState = grow(s.topState, len(s.recs))
 	for i := range s.recs {
 		t := logical[i]
 		if s.released[t].ok {
 			res.lateSpans++
 			continue
 		}
-		tid := s.recs[t].traceID
-		st := byTrace[tid]
-		if st == nil {
-			st = &traceState{}
-			byTrace[tid] = st
-			order = append(order, tid)
-		}
+		k := s.stateOf(s.recs[t].traceID)
+		st := &s.states[k]
 		if s.method[i] != methodNone {
 			st.stitched = true
 		}
-		if _, seen := seenTop[t]; !seen {
-			seenTop[t] = struct{}{}
-			st.roots = append(st.roots, t)
-			if k := s.kind[t]; k != parentNone {
+		if int(t) == i { // each top is met once, as itself
+			s.topState[i] = int32(k)
+			st.roots++
+			st.firstRoot = t
+			if s.kind[t] != parentNone {
 				st.missing = true
 			}
 		}
 	}
-	for _, tid := range order {
-		st := byTrace[tid]
-		disconnected := st.missing || len(st.roots) > 1 ||
-			s.recs[st.roots[0]].kind == ptrace.SpanKindClient
+	for k := range s.states {
+		st := &s.states[k]
+		st.disconnected = st.missing || st.roots > 1 || s.recs[st.firstRoot].kind == ptrace.SpanKindClient
 		switch {
-		case disconnected:
+		case st.disconnected:
 			res.traces = append(res.traces, outcomeDisconnected)
-			for _, t := range st.roots {
-				if s.kind[t] != parentInUnit && s.recs[t].parentID.IsEmpty() && s.recs[t].kind != ptrace.SpanKindServer {
-					res.blame = append(res.blame, s.names.name(s.recs[t].service))
-				}
-			}
 		case st.stitched:
 			res.traces = append(res.traces, outcomeStitched)
 		default:
 			res.traces = append(res.traces, outcomeConnected)
 		}
 	}
+	// Blame the roots of disconnected traces that lost their context on the
+	// way out (see isRequestIDOrphan for why SERVER roots are not blamed).
+	for i := range s.recs {
+		if int(logical[i]) != i || s.released[i].ok || !s.states[s.topState[i]].disconnected {
+			continue
+		}
+		if s.kind[i] != parentInUnit && s.recs[i].parentID.IsEmpty() && s.recs[i].kind != ptrace.SpanKindServer {
+			res.blame = append(res.blame, s.names.name(s.recs[i].service))
+		}
+	}
+}
+
+// stateOf returns the index of the state of trace tid, adding it. A unit
+// nearly always has one to three trace IDs: those are searched in place,
+// a map takes over beyond a handful.
+func (s *stitcher) stateOf(tid pcommon.TraceID) int {
+	const linear = 8
+	if len(s.states) <= linear {
+		for k := range s.states {
+			if s.states[k].traceID == tid {
+				return k
+			}
+		}
+	} else if k, ok := s.stateIdx[tid]; ok {
+		return int(k)
+	}
+	s.states = append(s.states, traceState{traceID: tid})
+	if len(s.states) > linear {
+		if len(s.stateIdx) == 0 {
+			for k := range s.states {
+				s.stateIdx[s.states[k].traceID] = int32(k)
+			}
+		} else {
+			s.stateIdx[tid] = int32(len(s.states) - 1)
+		}
+	}
+	return len(s.states) - 1
 }
 
 // unionFind tracks which records are already in one tree.

@@ -23,7 +23,9 @@ func (f fakeReleased) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {
 	t, ok := f.traces[id]
 	return t, ok
 }
-func (f fakeReleased) servers(k reqKey) []releasedServer { return f.byKey[k] }
+func (f fakeReleased) ingress(k reqKey, out []releasedServer) []releasedServer {
+	return append(out, f.byKey[k]...)
+}
 
 // testNames is the service table of records read by recs.
 var testNames = newServiceTable()
