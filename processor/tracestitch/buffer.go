@@ -83,12 +83,12 @@ type buffer struct {
 	byReqKey multiIndex[uint64]
 	names    *serviceTable
 
-	due  deadlineQueue
+	due deadlineQueue
 	// epoch is the origin of the buffer's nanosecond clock (monotonic when
 	// the caller's times are).
 	epoch time.Time
-	fifo []*group // groups in creation order, for eviction
-	head int
+	fifo  []*group // groups in creation order, for eviction
+	head  int
 
 	spans int
 
