@@ -217,41 +217,59 @@ func (x *releasedIndex) ingress(key reqKey, out []releasedServer) []releasedServ
 	return out
 }
 
-// queue is a FIFO over one slice that is compacted as it drains, so that
-// a steady flow reuses its memory.
+// queue is a FIFO in fixed-size chunks: it grows without copying, and a
+// steady flow reuses the chunks it drained.
 type queue[T any] struct {
-	items          []T
-	head           int
-	pushed, popped uint64 // totals, to address items across compactions
+	chunks         [][]T
+	head           int // position of the oldest item in chunks[0]
+	spare          [][]T
+	pushed, popped uint64 // totals, to address items by absolute position
 }
 
-func (q *queue[T]) len() int { return len(q.items) - q.head }
+const queueChunk = 512
+
+func (q *queue[T]) len() int { return int(q.pushed - q.popped) }
 
 func (q *queue[T]) push(v T) {
-	if q.head > 0 && len(q.items) == cap(q.items) && q.head >= len(q.items)/2 {
-		n := copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items = q.items[:n]
-		q.head = 0
+	if n := len(q.chunks); n == 0 || len(q.chunks[n-1]) == queueChunk {
+		var c []T
+		if l := len(q.spare); l > 0 {
+			c, q.spare = q.spare[l-1], q.spare[:l-1]
+		} else {
+			c = make([]T, 0, queueChunk)
+		}
+		q.chunks = append(q.chunks, c)
 	}
-	q.items = append(q.items, v)
+	last := &q.chunks[len(q.chunks)-1]
+	*last = append(*last, v)
 	q.pushed++
 }
 
 func (q *queue[T]) pop() T {
-	v := q.items[q.head]
+	c := q.chunks[0]
+	v := c[q.head]
 	var zero T
-	q.items[q.head] = zero
+	c[q.head] = zero
 	q.head++
 	q.popped++
-	if q.head == len(q.items) {
-		q.items, q.head = q.items[:0], 0
+	if q.head == len(c) && (len(c) == queueChunk || q.popped == q.pushed) {
+		// chunk drained: keep a few for reuse
+		if len(q.spare) < 4 {
+			q.spare = append(q.spare, c[:0])
+		}
+		n := copy(q.chunks, q.chunks[1:])
+		q.chunks[n] = nil
+		q.chunks = q.chunks[:n]
+		q.head = 0
 	}
 	return v
 }
 
 // at is the i-th oldest item.
-func (q *queue[T]) at(i int) T { return q.items[q.head+i] }
+func (q *queue[T]) at(i int) T {
+	j := q.head + i
+	return q.chunks[j/queueChunk][j%queueChunk]
+}
 
 // fromEnd is the i-th newest item (0 is the newest).
-func (q *queue[T]) fromEnd(i int) T { return q.items[len(q.items)-1-i] }
+func (q *queue[T]) fromEnd(i int) T { return q.at(q.len() - 1 - i) }
