@@ -1,6 +1,7 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/tracestitch/tracestitch/internal/pdatautil"
@@ -12,23 +13,42 @@ const stitchedByAttribute = "tracestitch.stitched_by"
 // into one ptrace.Traces. Spans are walked in the order their records were
 // taken, so record i is the i-th span of the unit.
 func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
-	out := ptrace.NewTraces()
 	res := &u.result
+	var out ptrace.Traces
+	var orig originalIDs
 	i := 0
 	for k, g := range u.groups {
 		// Most groups leave as they came: only walk the pdata of the rest.
 		if res.traceID != nil && u.rewrite[k] {
 			pdatautil.EachSpan(g.td, func(span ptrace.Span) {
-				applyDecision(span, res, i, originalTraceIDAttr)
+				applyDecision(span, res, i, originalTraceIDAttr, &orig)
 				i++
 			})
 		} else {
 			i += u.groupSpans[k]
 		}
-		g.td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+		if k == 0 {
+			out = g.td // a unit of one group leaves in its own container
+		} else {
+			g.td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+		}
 		g.td = ptrace.Traces{}
 	}
 	return out
+}
+
+// originalIDs remembers the hex form of the last original trace ID: the
+// spans of a moved fragment share it.
+type originalIDs struct {
+	id  pcommon.TraceID
+	hex string
+}
+
+func (o *originalIDs) hexOf(id pcommon.TraceID) string {
+	if o.hex == "" || o.id != id {
+		o.id, o.hex = id, id.String()
+	}
+	return o.hex
 }
 
 // markRewrites records which groups of the unit have spans to rewrite;
@@ -51,9 +71,9 @@ func (u *unit) markRewrites(recs []spanRec) {
 		lo = hi
 	}
 }
-func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string) {
+func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string, orig *originalIDs) {
 	if tid := res.traceID[i]; tid != span.TraceID() {
-		span.Attributes().PutStr(originalTraceIDAttr, span.TraceID().String())
+		span.Attributes().PutStr(originalTraceIDAttr, orig.hexOf(span.TraceID()))
 		span.SetTraceID(tid)
 	}
 	if m := res.stitchedBy[i]; m != methodNone {
