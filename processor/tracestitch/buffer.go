@@ -23,6 +23,10 @@ type group struct {
 	firstSeen int64 // ns on the buffer's clock
 	lastSeen  int64
 	released  bool
+	// external: some key of this group (span ID, parent, request ID) was
+	// seen in another group, so releasing it must gather. A group that
+	// never met another leaves alone without looking at its indexes.
+	external bool
 }
 
 // memberCount and member walk a unit root's groups; a unit that never
@@ -98,6 +102,10 @@ type buffer struct {
 	seenSpan map[pcommon.SpanID]struct{}
 	seenKey  map[uint64]struct{}
 	recs     recPool
+
+	// gatherAlways turns off the shortcut for groups that never met
+	// another (tests compare both ways).
+	gatherAlways bool
 }
 
 func newBuffer(cfg *Config) *buffer {
@@ -209,16 +217,39 @@ func (b *buffer) groupFor(tid pcommon.TraceID, now int64) *group {
 // clock converts a time to nanoseconds on the buffer's clock.
 func (b *buffer) clock(t time.Time) int64 { return int64(t.Sub(b.epoch)) }
 
+// index records the span's keys and notes every meeting with another
+// group (see group.external); each relation gather follows is noticed by
+// whichever of its two ends arrives second.
 func (b *buffer) index(g *group, rec *spanRec) {
-	if !rec.spanID.IsEmpty() {
-		b.bySpanID.add(rec.spanID, g)
+	if id := rec.spanID; !id.IsEmpty() {
+		link(g, b.bySpanID.add(id, g))
+		// orphans that came before this span, waiting for it as their parent
+		if w := b.byParent.first(id); w == g && !b.byParent.multi(id) {
+			b.byParent.delete(id) // they are children within the group
+		} else if w != nil {
+			link(g, w)
+			g.external = true
+		}
 	}
 	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !b.bySpanID.contains(p, g) {
-		b.byParent.add(p, g)
+		link(g, b.bySpanID.first(p)) // a parent in another trace ID
+		link(g, b.byParent.add(p, g))
 		rec.orphanAtIngest = true
 	}
 	if !rec.reqKey.empty() {
-		b.byReqKey.add(rec.reqKey.hash64(), g)
+		link(g, b.byReqKey.add(rec.reqKey.hash64(), g))
+	}
+}
+
+// alone reports a unit of one group that never met another.
+func (b *buffer) alone(r *group) bool {
+	return r.members == nil && !r.external && !b.gatherAlways
+}
+
+// link marks two groups that share a key.
+func link(g, other *group) {
+	if other != nil && other != g {
+		g.external, other.external = true, true
 	}
 }
 
@@ -244,19 +275,25 @@ func newMultiIndex[K comparable]() multiIndex[K] {
 	return multiIndex[K]{one: make(map[K]*group), more: make(map[K][]*group)}
 }
 
-func (x multiIndex[K]) add(k K, g *group) {
+// add adds g under k and returns the key's first group before (nil if k
+// was new).
+func (x multiIndex[K]) add(k K, g *group) *group {
 	first, ok := x.one[k]
 	if !ok {
 		x.one[k] = g
-		return
+		return nil
 	}
 	if first == g {
-		return
+		return first
 	}
 	if more := x.more[k]; len(more) == 0 || more[len(more)-1] != g {
 		x.more[k] = append(more, g)
 	}
+	return first
 }
+
+// first returns k's first group, nil if none.
+func (x multiIndex[K]) first(k K) *group { return x.one[k] }
 
 func (x multiIndex[K]) contains(k K, g *group) bool {
 	if first, ok := x.one[k]; !ok {
@@ -409,6 +446,9 @@ func (b *buffer) compactFIFO() {
 // several groups is followed once, so a hot request ID costs O(spans), not
 // O(spans²).
 func (b *buffer) gather(r *group) *group {
+	if b.alone(r) {
+		return r
+	}
 	seenSpan, seenKey := b.seenSpan, b.seenKey
 	defer clear(seenSpan)
 	defer clear(seenKey)
@@ -504,10 +544,13 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 	}
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
+	alone := b.alone(r)
 	for i := range recs {
 		rec := &recs[i]
 		b.bySpanID.delete(rec.spanID)
-		b.byParent.delete(rec.spanID)
+		if !alone { // else no other group's orphan waits for this span
+			b.byParent.delete(rec.spanID)
+		}
 		if !rec.reqKey.empty() {
 			b.byReqKey.delete(rec.reqKey.hash64())
 		}

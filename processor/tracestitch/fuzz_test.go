@@ -57,7 +57,9 @@ func fuzzTraces(data []byte) ptrace.Traces {
 
 // FuzzStitch feeds arbitrary span soups through the processor, in one or
 // two batches with a release in between (so the late index is used):
-// no panic, no hang, every span leaves exactly once.
+// no panic, no hang, every span leaves exactly once, and the shortcut for
+// groups that never met another changes nothing (same spans out, same
+// counts, as when every release gathers).
 func FuzzStitch(f *testing.F) {
 	f.Add([]byte("\x00\x01\x01\x00\x00\x00\x00\x00\x28\x00\x01\x01" + "\x00\x02\x02\x00\x01\x00\x03\x00\x22\x00\x01\x01"))
 	f.Add([]byte("\x01\x01\x01\x02\x03\x00\x00\x00\x28\x00\x01\x01\x01\x02\x02\x01\x03\x00\x00\x00\x28\x00\x01\x01"))
@@ -67,19 +69,30 @@ func FuzzStitch(f *testing.F) {
 			return
 		}
 		for _, mode := range []StitchMode{StitchModeReparent, StitchModeLink} {
-			h := newHarness(t, func(c *Config) { c.StitchMode = mode })
-			split := len(data) / 24 * 12
-			h.sendTraces(fuzzTraces(data[:split]))
-			h.advance(2 * time.Second)
-			h.sendTraces(fuzzTraces(data[split:]))
-			h.shutdown()
-			require.Equal(t, int64(h.in), h.counter("processor_tracestitch_spans_released"))
-			var roots int64
-			for _, n := range h.outcomes() {
-				roots += n
+			var runs [2]*harness
+			for k, gatherAlways := range []bool{false, true} {
+				h := newHarness(t, func(c *Config) { c.StitchMode = mode })
+				h.p.buf.gatherAlways = gatherAlways
+				split := len(data) / 24 * 12
+				h.sendTraces(fuzzTraces(data[:split]))
+				h.advance(2 * time.Second)
+				h.sendTraces(fuzzTraces(data[split:]))
+				h.shutdown()
+				require.Equal(t, int64(h.in), h.counter("processor_tracestitch_spans_released"))
+				var roots int64
+				for _, n := range h.outcomes() {
+					roots += n
+				}
+				if h.in > 0 {
+					require.LessOrEqual(t, roots, int64(h.in), "at most one outcome per span")
+				}
+				runs[k] = h
 			}
-			if h.in > 0 {
-				require.LessOrEqual(t, roots, int64(h.in), "at most one outcome per span")
+			short, full := runs[0], runs[1]
+			require.ElementsMatch(t, full.out(), short.out())
+			require.Equal(t, full.outcomes(), short.outcomes())
+			for _, c := range []string{"stitches", "ambiguous", "late_spans", "broken_propagation"} {
+				require.Equal(t, full.counter("processor_tracestitch_"+c), short.counter("processor_tracestitch_"+c), c)
 			}
 		}
 	})
