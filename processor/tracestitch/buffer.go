@@ -14,7 +14,8 @@ import (
 type group struct {
 	traceID pcommon.TraceID
 	td      ptrace.Traces
-	recs    []spanRec
+	recs    []heldRec
+	ext     []heldExt
 
 	// unit bookkeeping, valid on the root group only.
 	parent    *group
@@ -101,7 +102,9 @@ type buffer struct {
 	ssDests  map[*group]ptrace.SpanSlice
 	seenSpan map[pcommon.SpanID]struct{}
 	seenKey  map[uint64]struct{}
-	recs     recPool
+	recs     slicePool[heldRec]
+	exts     slicePool[heldExt]
+	unitRecs []spanRec // scratch: the records of the unit being released
 
 	// gatherAlways turns off the shortcut for groups that never met
 	// another (tests compare both ways).
@@ -185,11 +188,7 @@ func (b *buffer) add(td ptrace.Traces, wall time.Time) addStats {
 					lastGroup, lastDest = g, dest
 				}
 				span.MoveTo(lastDest.AppendEmpty())
-				if len(g.recs) == cap(g.recs) {
-					g.recs = b.recs.grow(g.recs)
-				}
-				g.recs = append(g.recs, rec)
-				b.index(g, &g.recs[len(g.recs)-1])
+				b.hold(g, &rec)
 				r := g.root()
 				r.spans++
 				r.lastSeen = now
@@ -217,10 +216,68 @@ func (b *buffer) groupFor(tid pcommon.TraceID, now int64) *group {
 // clock converts a time to nanoseconds on the buffer's clock.
 func (b *buffer) clock(t time.Time) int64 { return int64(t.Sub(b.epoch)) }
 
+// heldRec is a buffered span's record as the buffer keeps it: the trace
+// ID is the group's, and the request-ID fields are kept apart (heldExt)
+// for the spans that have a request ID. See spanRec for the fields.
+type heldRec struct {
+	spanID, parentID pcommon.SpanID
+	service          serviceID
+	ext              int32 // index in group.ext, -1 for none
+	kind             ptrace.SpanKind
+	// orphanAtIngest: the parent was not in the span's group when the span
+	// arrived, so the span is in the buffer's byParent index.
+	orphanAtIngest bool
+}
+
+type heldExt struct {
+	start, end pcommon.Timestamp
+	instance   uint64
+	reqKey     reqKey
+}
+
+// hold keeps the record of a span moved into group g and indexes it.
+func (b *buffer) hold(g *group, rec *spanRec) {
+	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: rec.kind, ext: -1}
+	if !rec.reqKey.empty() {
+		if len(g.ext) == cap(g.ext) {
+			g.ext = b.exts.grow(g.ext)
+		}
+		h.ext = int32(len(g.ext))
+		g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
+	}
+	if len(g.recs) == cap(g.recs) {
+		g.recs = b.recs.grow(g.recs)
+	}
+	g.recs = append(g.recs, h)
+	b.index(g, &g.recs[len(g.recs)-1], rec.reqKey)
+}
+
+// expand appends the full records of group g to out.
+func (g *group) expand(out []spanRec) []spanRec {
+	for i := range g.recs {
+		h := &g.recs[i]
+		r := spanRec{traceID: g.traceID, spanID: h.spanID, parentID: h.parentID, kind: h.kind, service: h.service}
+		if h.ext >= 0 {
+			e := &g.ext[h.ext]
+			r.start, r.end, r.instance, r.reqKey = e.start, e.end, e.instance, e.reqKey
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// reqKeyOf returns the request ID key of a held record.
+func (g *group) reqKeyOf(h *heldRec) reqKey {
+	if h.ext < 0 {
+		return reqKey{}
+	}
+	return g.ext[h.ext].reqKey
+}
+
 // index records the span's keys and notes every meeting with another
 // group (see group.external); each relation gather follows is noticed by
 // whichever of its two ends arrives second.
-func (b *buffer) index(g *group, rec *spanRec) {
+func (b *buffer) index(g *group, rec *heldRec, key reqKey) {
 	if id := rec.spanID; !id.IsEmpty() {
 		link(g, b.bySpanID.add(id, g))
 		// orphans that came before this span, waiting for it as their parent
@@ -236,8 +293,8 @@ func (b *buffer) index(g *group, rec *spanRec) {
 		link(g, b.byParent.add(p, g))
 		rec.orphanAtIngest = true
 	}
-	if !rec.reqKey.empty() {
-		link(g, b.byReqKey.add(rec.reqKey.hash64(), g))
+	if !key.empty() {
+		link(g, b.byReqKey.add(key.hash64(), g))
 	}
 }
 
@@ -479,8 +536,8 @@ func (b *buffer) gather(r *group) *group {
 			if rec.orphanAtIngest {
 				bySpan(rec.parentID)
 			}
-			if !rec.reqKey.empty() {
-				k := rec.reqKey.hash64()
+			if key := m.reqKeyOf(rec); !key.empty() {
+				k := key.hash64()
 				if b.byReqKey.multi(k) {
 					if _, seen := seenKey[k]; seen {
 						continue
@@ -520,79 +577,74 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 		u.groups = u.one[:]
 	}
 	u.groupSpans = make([]int, len(u.groups))
-	recs := r.recs
-	if len(u.groups) > 1 {
-		n := 0
-		for _, m := range u.groups {
-			n += len(m.recs)
-		}
-		recs = b.recs.get(n)
-		for _, m := range u.groups {
-			recs = append(recs, m.recs...)
-		}
-	}
+	recs := b.unitRecs[:0]
 	for k, m := range u.groups {
+		recs = m.expand(recs)
 		u.groupSpans[k] = len(m.recs)
 		m.released = true
 		if b.groups[m.traceID] == m {
 			delete(b.groups, m.traceID)
 		}
-		if len(u.groups) > 1 {
-			b.recs.put(m.recs)
-		}
-		m.recs = nil
 	}
+	b.unitRecs = recs
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
 	alone := b.alone(r)
-	for i := range recs {
-		rec := &recs[i]
-		b.bySpanID.delete(rec.spanID)
-		if !alone { // else no other group's orphan waits for this span
-			b.byParent.delete(rec.spanID)
+	for _, m := range u.groups {
+		for i := range m.recs {
+			h := &m.recs[i]
+			b.bySpanID.delete(h.spanID)
+			if !alone { // else no other group's orphan waits for this span
+				b.byParent.delete(h.spanID)
+			}
+			if key := m.reqKeyOf(h); !key.empty() {
+				b.byReqKey.delete(key.hash64())
+			}
+			if h.orphanAtIngest {
+				b.byParent.dropReleased(h.parentID)
+			}
 		}
-		if !rec.reqKey.empty() {
-			b.byReqKey.delete(rec.reqKey.hash64())
-		}
-		if rec.orphanAtIngest {
-			b.byParent.dropReleased(rec.parentID)
-		}
+		b.recs.put(m.recs)
+		b.exts.put(m.ext)
+		m.recs, m.ext = nil, nil
 	}
 	b.spans -= u.spans
 	u.result = b.stitcher.run(recs, b.released, b.stitchOpts)
 	b.released.add(recs, b.stitcher.final, now)
 	u.markRewrites(recs)
-	b.recs.put(recs)
+	if cap(recs) > poolMax {
+		b.unitRecs = nil // do not keep the scratch of a huge unit
+	}
 	return u
 }
 
-// recPool recycles the record slices of released groups: records are the
+// slicePool recycles the record slices of released groups: records are the
 // buffer's own per-span memory, and reusing it keeps a steady flow from
 // allocating (and the garbage collector from sweeping) it again. Slices
 // are pooled by power-of-two capacity, up to a bounded total.
-type recPool struct {
-	free   [recClasses][][]spanRec
-	pooled int // records held
+type slicePool[T any] struct {
+	free   [poolClasses][][]T
+	pooled int // elements held
 }
 
 const (
-	recMinCap   = 8
-	recClasses  = 10      // capacities 8 … 4096
-	recPoolRecs = 1 << 17 // at most this many pooled records (≈11 MB)
+	poolMinCap  = 8
+	poolClasses = 10      // capacities 8 … 4096
+	poolMax     = 1 << 17 // at most this many pooled elements per pool
 )
 
-func recClass(c int) int {
+func poolClass(c int) int {
 	k := 0
-	for c > recMinCap<<k && k < recClasses {
+	for c > poolMinCap<<k && k < poolClasses {
 		k++
 	}
 	return k
 }
 
-// get returns an empty slice with room for at least n records.
-func (p *recPool) get(n int) []spanRec {
-	k := recClass(max(n, recMinCap))
-	if k < recClasses {
+// get returns an empty slice with room for at least n elements.
+func (p *slicePool[T]) get(n int) []T {
+	k := poolClass(max(n, poolMinCap))
+	if k < poolClasses {
 		if l := len(p.free[k]); l > 0 {
 			s := p.free[k][l-1]
 			p.free[k][l-1] = nil
@@ -600,32 +652,31 @@ func (p *recPool) get(n int) []spanRec {
 			p.pooled -= cap(s)
 			return s
 		}
-		return make([]spanRec, 0, recMinCap<<k)
+		return make([]T, 0, poolMinCap<<k)
 	}
-	return make([]spanRec, 0, n)
+	return make([]T, 0, n)
 }
 
-// grow returns s with room for one more record, recycling s.
-func (p *recPool) grow(s []spanRec) []spanRec {
+// grow returns s with room for one more element, recycling s.
+func (p *slicePool[T]) grow(s []T) []T {
 	g := p.get(2 * len(s))
 	g = append(g, s...)
 	p.put(s)
 	return g
 }
 
-func (p *recPool) put(s []spanRec) {
+func (p *slicePool[T]) put(s []T) {
 	c := cap(s)
-	if c < recMinCap || c&(c-1) != 0 || p.pooled+c > recPoolRecs {
+	if c < poolMinCap || c&(c-1) != 0 || p.pooled+c > poolMax {
 		return
 	}
-	k := recClass(c)
-	if k >= recClasses {
+	k := poolClass(c)
+	if k >= poolClasses {
 		return
 	}
 	p.free[k] = append(p.free[k], s[:0])
 	p.pooled += c
 }
-
 type deadlineEntry struct {
 	at int64
 	g  *group

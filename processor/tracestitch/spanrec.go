@@ -29,9 +29,6 @@ type spanRec struct {
 	kind   ptrace.SpanKind
 	// service is the resource service.name, interned.
 	service serviceID
-	// orphanAtIngest: the parent was not in the span's group when the span
-	// arrived, so the span is in the buffer's byParent index.
-	orphanAtIngest bool
 }
 
 // recReader extracts spanRecs with the configured attribute keys.
