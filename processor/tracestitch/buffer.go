@@ -152,6 +152,7 @@ func (b *buffer) add(td ptrace.Traces, wall time.Time) addStats {
 		rs := rss.At(i)
 		resAttrs := rs.Resource().Attributes()
 		service := b.names.intern(serviceName(resAttrs))
+		identity := b.reader.identityOf(resAttrs)
 		dests := b.rsDests
 		clear(dests)
 		sss := rs.ScopeSpans()
@@ -164,7 +165,7 @@ func (b *buffer) add(td ptrace.Traces, wall time.Time) addStats {
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
 				span := spans.At(k)
-				rec, invalid := b.reader.read(span, resAttrs, service)
+				rec, invalid := b.reader.read(span, identity, service)
 				if invalid {
 					st.invalidRequest++
 				}
@@ -677,6 +678,7 @@ func (p *slicePool[T]) put(s []T) {
 	p.free[k] = append(p.free[k], s[:0])
 	p.pooled += c
 }
+
 type deadlineEntry struct {
 	at int64
 	g  *group

@@ -45,9 +45,33 @@ func newRecReader(cfg *Config) recReader {
 	return r
 }
 
+// resourceIdentity is the identity a resource offers: the position of the
+// first identity key it has a non-empty string for, and that string.
+type resourceIdentity struct {
+	at    int
+	value string
+}
+
+// identityOf reads a resource's identity once for all its spans.
+func (r *recReader) identityOf(res pcommon.Map) resourceIdentity {
+	if len(r.requestIDKeys) == 0 {
+		return resourceIdentity{at: len(r.identityKeys)}
+	}
+	for j, k := range r.identityKeys {
+		if v, ok := res.Get(k); ok && nonEmptyStr(v) {
+			return resourceIdentity{at: j, value: v.Str()}
+		}
+	}
+	return resourceIdentity{at: len(r.identityKeys)}
+}
+
+func nonEmptyStr(v pcommon.Value) bool { return v.Type() == pcommon.ValueTypeStr && v.Str() != "" }
+
 // read fills a spanRec. invalid reports a request-ID attribute that was
-// present but unusable (empty, not a string, too long).
-func (r recReader) read(span ptrace.Span, res pcommon.Map, service serviceID) (rec spanRec, invalid bool) {
+// present but unusable (empty, not a string, too long). The instance is the
+// first identity key with a non-empty string, the span's before the
+// resource's for each key.
+func (r *recReader) read(span ptrace.Span, res resourceIdentity, service serviceID) (rec spanRec, invalid bool) {
 	rec = spanRec{
 		traceID:  span.TraceID(),
 		spanID:   span.SpanID(),
@@ -75,9 +99,18 @@ func (r recReader) read(span ptrace.Span, res pcommon.Map, service serviceID) (r
 		}
 		invalid = true
 	}
-	if !rec.reqKey.empty() {
-		rec.instance = instanceKey(firstNonEmpty(r.identityKeys, attrs, res))
+	if rec.reqKey.empty() {
+		return rec, invalid
 	}
+	instance := res.value
+	// the span's own value counts for every key up to the resource's
+	for j := 0; j <= res.at && j < len(r.identityKeys); j++ {
+		if v, ok := attrs.Get(r.identityKeys[j]); ok && nonEmptyStr(v) {
+			instance = v.Str()
+			break
+		}
+	}
+	rec.instance = instanceKey(instance)
 	return rec, invalid
 }
 
@@ -191,20 +224,6 @@ func fromHex(c byte) (byte, bool) {
 		return c - 'A' + 10, true
 	}
 	return 0, false
-}
-
-// firstNonEmpty returns the first non-empty string value of keys, looking at
-// the span's attributes before the resource's for each key.
-func firstNonEmpty(keys []string, span, res pcommon.Map) string {
-	for _, k := range keys {
-		if v, ok := span.Get(k); ok && v.Type() == pcommon.ValueTypeStr && v.Str() != "" {
-			return v.Str()
-		}
-		if v, ok := res.Get(k); ok && v.Type() == pcommon.ValueTypeStr && v.Str() != "" {
-			return v.Str()
-		}
-	}
-	return ""
 }
 
 func serviceName(res pcommon.Map) string {

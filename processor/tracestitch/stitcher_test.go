@@ -40,7 +40,8 @@ func recs(t *testing.T, spans ...ts) []spanRec {
 	for i := 0; i < td.ResourceSpans().Len(); i++ {
 		rs := td.ResourceSpans().At(i)
 		sp := rs.ScopeSpans().At(0).Spans().At(0)
-		rec, _ := r.read(sp, rs.Resource().Attributes(), testNames.intern(serviceName(rs.Resource().Attributes())))
+		res := rs.Resource().Attributes()
+		rec, _ := r.read(sp, r.identityOf(res), testNames.intern(serviceName(res)))
 		out = append(out, rec)
 	}
 	return out
