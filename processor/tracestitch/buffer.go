@@ -1,6 +1,7 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -98,8 +99,6 @@ type buffer struct {
 	spans int
 
 	// scratch, reused under the lock to keep the hot path allocation-free
-	rsDests  map[*group]ptrace.ResourceSpans
-	ssDests  map[*group]ptrace.SpanSlice
 	seenSpan map[pcommon.SpanID]struct{}
 	seenKey  map[uint64]struct{}
 	recs     slicePool[heldRec]
@@ -131,8 +130,6 @@ func newBuffer(cfg *Config) *buffer {
 		bySpanID: newMultiIndex[pcommon.SpanID](),
 		byParent: newMultiIndex[pcommon.SpanID](),
 		byReqKey: newMultiIndex[uint64](),
-		rsDests:  make(map[*group]ptrace.ResourceSpans),
-		ssDests:  make(map[*group]ptrace.SpanSlice),
 		seenSpan: make(map[pcommon.SpanID]struct{}),
 		seenKey:  make(map[uint64]struct{}),
 	}
@@ -143,71 +140,136 @@ type addStats struct {
 	invalidRequest int
 }
 
-// add moves every span of td into the group of its trace ID.
-func (b *buffer) add(td ptrace.Traces, wall time.Time) addStats {
-	var st addStats
-	now := b.clock(wall)
+// batchSplit is an incoming batch regrouped by trace ID. It is built before
+// the buffer lock is taken: the pdata moves and attribute reads of a batch
+// run concurrently with other batches and with releases, and the lock only
+// covers handing the fragments to their groups.
+type batchSplit struct {
+	frags []fragment
+	recs  []spanRec // in batch order
+	frag  []int32   // fragment of each record
+	st    addStats
+
+	// scratch
+	byTrace map[pcommon.TraceID]int32
+	rsDests map[int32]ptrace.ResourceSpans
+	ssDests map[int32]ptrace.SpanSlice
+	groups  []*group
+}
+
+// fragment holds the spans of one trace ID of a batch.
+type fragment struct {
+	traceID pcommon.TraceID
+	td      ptrace.Traces
+}
+
+var splitPool = sync.Pool{New: func() any {
+	return &batchSplit{
+		byTrace: make(map[pcommon.TraceID]int32),
+		rsDests: make(map[int32]ptrace.ResourceSpans),
+		ssDests: make(map[int32]ptrace.SpanSlice),
+	}
+}}
+
+// split moves every span of td into a fragment of its trace ID and reads
+// its record. It needs no lock: the reader is immutable and the service
+// table locks itself.
+func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceTable) {
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		resAttrs := rs.Resource().Attributes()
-		service := b.names.intern(serviceName(resAttrs))
-		identity := b.reader.identityOf(resAttrs)
-		dests := b.rsDests
-		clear(dests)
+		service := names.intern(serviceName(resAttrs))
+		identity := reader.identityOf(resAttrs)
+		clear(sp.rsDests)
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			ss := sss.At(j)
-			var lastGroup *group
+			last := int32(-1)
 			var lastDest ptrace.SpanSlice
-			scopeDests := b.ssDests
-			clear(scopeDests)
+			clear(sp.ssDests)
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
 				span := spans.At(k)
-				rec, invalid := b.reader.read(span, identity, service)
+				rec, invalid := reader.read(span, identity, service)
 				if invalid {
-					st.invalidRequest++
+					sp.st.invalidRequest++
 				}
-				g := b.groupFor(rec.traceID, now)
-				if g != lastGroup {
-					dest, ok := scopeDests[g]
+				f, ok := sp.byTrace[rec.traceID]
+				if !ok {
+					f = int32(len(sp.frags))
+					sp.frags = append(sp.frags, fragment{traceID: rec.traceID, td: ptrace.NewTraces()})
+					sp.byTrace[rec.traceID] = f
+				}
+				if f != last {
+					dest, ok := sp.ssDests[f]
 					if !ok {
-						rsDest, ok := dests[g]
+						rsDest, ok := sp.rsDests[f]
 						if !ok {
-							rsDest = g.td.ResourceSpans().AppendEmpty()
+							rsDest = sp.frags[f].td.ResourceSpans().AppendEmpty()
 							rs.Resource().CopyTo(rsDest.Resource())
 							rsDest.SetSchemaUrl(rs.SchemaUrl())
-							dests[g] = rsDest
+							sp.rsDests[f] = rsDest
 						}
 						ssDest := rsDest.ScopeSpans().AppendEmpty()
 						ss.Scope().CopyTo(ssDest.Scope())
 						ssDest.SetSchemaUrl(ss.SchemaUrl())
 						dest = ssDest.Spans()
-						scopeDests[g] = dest
+						sp.ssDests[f] = dest
 					}
-					lastGroup, lastDest = g, dest
+					last, lastDest = f, dest
 				}
 				span.MoveTo(lastDest.AppendEmpty())
-				b.hold(g, &rec)
-				r := g.root()
-				r.spans++
-				r.lastSeen = now
-				st.spans++
+				sp.recs = append(sp.recs, rec)
+				sp.frag = append(sp.frag, f)
+				sp.st.spans++
 			}
 		}
 	}
-	clear(b.rsDests)
-	clear(b.ssDests)
-	b.spans += st.spans
-	return st
 }
 
-func (b *buffer) groupFor(tid pcommon.TraceID, now int64) *group {
-	if g, ok := b.groups[tid]; ok {
-		return g
+// reset readies the split for reuse; a huge one is not kept.
+func (sp *batchSplit) reset() bool {
+	if cap(sp.recs) > poolMax {
+		return false
 	}
-	g := &group{traceID: tid, td: ptrace.NewTraces(), firstSeen: now, lastSeen: now}
+	clear(sp.frags)
+	clear(sp.groups)
+	sp.frags, sp.recs, sp.frag, sp.groups = sp.frags[:0], sp.recs[:0], sp.frag[:0], sp.groups[:0]
+	sp.st = addStats{}
+	clear(sp.byTrace)
+	clear(sp.rsDests)
+	clear(sp.ssDests)
+	return true
+}
+
+// add hands the fragments of a split batch to the groups of their trace
+// IDs. A fragment's spans and records are in batch order, so a group's
+// records stay in the order of its spans.
+func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
+	now := b.clock(wall)
+	for _, f := range sp.frags {
+		g, ok := b.groups[f.traceID]
+		if !ok {
+			g = b.newGroup(f.traceID, f.td, now)
+		} else {
+			f.td.ResourceSpans().MoveAndAppendTo(g.td.ResourceSpans())
+		}
+		sp.groups = append(sp.groups, g)
+	}
+	for i := range sp.recs {
+		g := sp.groups[sp.frag[i]]
+		b.hold(g, &sp.recs[i])
+		r := g.root()
+		r.spans++
+		r.lastSeen = now
+	}
+	b.spans += sp.st.spans
+	return sp.st
+}
+
+func (b *buffer) newGroup(tid pcommon.TraceID, td ptrace.Traces, now int64) *group {
+	g := &group{traceID: tid, td: td, firstSeen: now, lastSeen: now}
 	b.groups[tid] = g
 	b.fifo = append(b.fifo, g)
 	b.due.push(deadlineEntry{at: b.deadline(g), g: g})

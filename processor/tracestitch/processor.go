@@ -156,13 +156,18 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	if td.ResourceSpans().Len() == 0 {
 		return nil
 	}
+	sp := splitPool.Get().(*batchSplit)
+	sp.split(td, &p.buf.reader, p.buf.names)
 	p.mu.Lock()
-	st := p.buf.add(td, p.now())
+	st := p.buf.add(sp, p.now())
 	var evicted []*unit
 	if p.buf.spans > p.buf.maxSpans {
 		evicted = p.buf.evictOverCapacity(p.now())
 	}
 	p.mu.Unlock()
+	if sp.reset() {
+		splitPool.Put(sp)
+	}
 
 	p.tel.ProcessorTracestitchSpansReceived.Add(ctx, int64(st.spans))
 	p.tel.ProcessorTracestitchSpansBuffered.Add(ctx, int64(st.spans))

@@ -3,6 +3,7 @@ package tracestitch // import "github.com/tracestitch/tracestitch/processor/trac
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"sync"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -243,6 +244,7 @@ const maxInternedServices = 10_000
 // serviceTable interns service names so that records stay pointer-free.
 // Service names are few; the cap keeps a misbehaving sender from growing it.
 type serviceTable struct {
+	mu    sync.RWMutex // batches are read before the buffer lock is taken
 	ids   map[string]serviceID
 	names []string
 }
@@ -252,16 +254,28 @@ func newServiceTable() *serviceTable {
 }
 
 func (t *serviceTable) intern(name string) serviceID {
+	t.mu.RLock()
+	id, ok := t.ids[name]
+	t.mu.RUnlock()
+	if ok {
+		return id
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if id, ok := t.ids[name]; ok {
 		return id
 	}
 	if len(t.names) >= maxInternedServices {
 		return 0
 	}
-	id := serviceID(len(t.names))
+	id = serviceID(len(t.names))
 	t.ids[name] = id
 	t.names = append(t.names, name)
 	return id
 }
 
-func (t *serviceTable) name(id serviceID) string { return t.names[id] }
+func (t *serviceTable) name(id serviceID) string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.names[id]
+}
