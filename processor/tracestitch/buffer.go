@@ -151,6 +151,7 @@ type batchSplit struct {
 	st    addStats
 
 	// scratch
+	spare   []ptrace.Traces // emptied fragment containers, for reuse
 	byTrace map[pcommon.TraceID]int32
 	rsDests map[int32]ptrace.ResourceSpans
 	ssDests map[int32]ptrace.SpanSlice
@@ -198,7 +199,7 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 				f, ok := sp.byTrace[rec.traceID]
 				if !ok {
 					f = int32(len(sp.frags))
-					sp.frags = append(sp.frags, fragment{traceID: rec.traceID, td: ptrace.NewTraces()})
+					sp.frags = append(sp.frags, fragment{traceID: rec.traceID, td: sp.container()})
 					sp.byTrace[rec.traceID] = f
 				}
 				if f != last {
@@ -228,6 +229,15 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 	}
 }
 
+func (sp *batchSplit) container() ptrace.Traces {
+	if n := len(sp.spare); n > 0 {
+		td := sp.spare[n-1]
+		sp.spare = sp.spare[:n-1]
+		return td
+	}
+	return ptrace.NewTraces()
+}
+
 // reset readies the split for reuse; a huge one is not kept.
 func (sp *batchSplit) reset() bool {
 	if cap(sp.recs) > poolMax {
@@ -254,6 +264,9 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 			g = b.newGroup(f.traceID, f.td, now)
 		} else {
 			f.td.ResourceSpans().MoveAndAppendTo(g.td.ResourceSpans())
+			if len(sp.spare) < 1024 {
+				sp.spare = append(sp.spare, f.td) // empty now
+			}
 		}
 		sp.groups = append(sp.groups, g)
 	}
