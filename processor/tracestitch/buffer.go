@@ -1,6 +1,7 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -29,6 +30,15 @@ type group struct {
 	// seen in another group, so releasing it must gather. A group that
 	// never met another leaves alone without looking at its indexes.
 	external bool
+	// links are those shared keys: gather follows them only.
+	links []linkKey
+}
+
+// linkKey is a key a group shares with another: a span ID (held, or
+// awaited as a parent) or a request ID's 64-bit fold.
+type linkKey struct {
+	id  [8]byte
+	req bool
 }
 
 // memberCount and member walk a unit root's groups; a unit that never
@@ -355,22 +365,23 @@ func (g *group) reqKeyOf(h *heldRec) reqKey {
 // whichever of its two ends arrives second.
 func (b *buffer) index(g *group, rec *heldRec, key reqKey) {
 	if id := rec.spanID; !id.IsEmpty() {
-		link(g, b.bySpanID.add(id, g))
+		link(g, b.bySpanID.add(id, g), linkKey{id: id})
 		// orphans that came before this span, waiting for it as their parent
 		if w := b.byParent.first(id); w == g && !b.byParent.multi(id) {
 			b.byParent.delete(id) // they are children within the group
 		} else if w != nil {
-			link(g, w)
-			g.external = true
+			// the others waiting were linked to w when they came
+			link(g, w, linkKey{id: id})
 		}
 	}
 	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !b.bySpanID.contains(p, g) {
-		link(g, b.bySpanID.first(p)) // a parent in another trace ID
-		link(g, b.byParent.add(p, g))
+		link(g, b.bySpanID.first(p), linkKey{id: p}) // a parent in another trace ID
+		link(g, b.byParent.add(p, g), linkKey{id: p})
 		rec.orphanAtIngest = true
 	}
 	if !key.empty() {
-		link(g, b.byReqKey.add(key.hash64(), g))
+		h := key.hash64()
+		link(g, b.byReqKey.add(h, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, h)), req: true})
 	}
 }
 
@@ -379,10 +390,16 @@ func (b *buffer) alone(r *group) bool {
 	return r.members == nil && !r.external && !b.gatherAlways
 }
 
-// link marks two groups that share a key.
-func link(g, other *group) {
-	if other != nil && other != g {
-		g.external, other.external = true, true
+// link notes that two groups share a key.
+func link(g, other *group, k linkKey) {
+	if other == nil || other == g {
+		return
+	}
+	for _, x := range [2]*group{g, other} {
+		x.external = true
+		if n := len(x.links); n == 0 || x.links[n-1] != k {
+			x.links = append(x.links, k)
+		}
 	}
 }
 
@@ -600,6 +617,30 @@ func (b *buffer) gather(r *group) *group {
 		b.bySpanID.each(id, follow)
 		b.byParent.each(id, follow)
 	}
+	byReq := func(k uint64) {
+		if b.byReqKey.multi(k) {
+			if _, seen := seenKey[k]; seen {
+				return
+			}
+			seenKey[k] = struct{}{}
+		}
+		b.byReqKey.each(k, follow)
+	}
+	if !b.gatherAlways {
+		// Every key a member shares with another group was noted when the
+		// second one came (index): following those finds the same groups
+		// as following every key of every span (FuzzStitch compares both).
+		for mi := 0; mi < r.memberCount(); mi++ {
+			for _, k := range r.member(mi).links {
+				if k.req {
+					byReq(binary.LittleEndian.Uint64(k.id[:]))
+				} else {
+					bySpan(pcommon.SpanID(k.id))
+				}
+			}
+		}
+		return r
+	}
 	for mi := 0; mi < r.memberCount(); mi++ {
 		m := r.member(mi)
 		for ri := range m.recs {
@@ -613,14 +654,7 @@ func (b *buffer) gather(r *group) *group {
 				bySpan(rec.parentID)
 			}
 			if key := m.reqKeyOf(rec); !key.empty() {
-				k := key.hash64()
-				if b.byReqKey.multi(k) {
-					if _, seen := seenKey[k]; seen {
-						continue
-					}
-					seenKey[k] = struct{}{}
-				}
-				b.byReqKey.each(k, follow)
+				byReq(key.hash64())
 			}
 		}
 	}

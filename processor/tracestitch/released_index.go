@@ -111,10 +111,13 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 			fi = finalOf(traceIDs[i])
 			lastFinal, lastIdx = traceIDs[i], fi
 		}
-		if t, ok := x.byTrace[r.traceID]; !ok || t.seq != seq {
-			x.byTrace[r.traceID] = indexedTrace{seq: seq, final: fi}
-			x.traces.push(r.traceID)
-			b.traces++
+		// records come grouped by trace ID: look each one up once
+		if i == 0 || r.traceID != recs[i-1].traceID {
+			if t, ok := x.byTrace[r.traceID]; !ok || t.seq != seq {
+				x.byTrace[r.traceID] = indexedTrace{seq: seq, final: fi}
+				x.traces.push(r.traceID)
+				b.traces++
+			}
 		}
 		if r.spanID.IsEmpty() {
 			continue

@@ -407,6 +407,17 @@ func (s *stitcher) addEdge(i, j int, m stitchMethod) bool {
 // of their own workload instance that carries the same request ID and
 // contains them in time. Several qualifying spans: no edge, counted.
 func (s *stitcher) stitchByRequestID() {
+	// Most units have no orphan: then there is nothing to index.
+	orphan := false
+	for i := range s.recs {
+		if s.isRequestIDOrphan(i) {
+			orphan = true
+			break
+		}
+	}
+	if !orphan {
+		return
+	}
 	servers := s.servers
 	clear(servers)
 	for i := range s.recs {
