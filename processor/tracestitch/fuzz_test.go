@@ -2,6 +2,8 @@ package tracestitch
 
 import (
 	"context"
+	"fmt"
+	"sort"
 	"encoding/binary"
 	"testing"
 	"time"
@@ -89,7 +91,7 @@ func FuzzStitch(f *testing.F) {
 				runs[k] = h
 			}
 			short, full := runs[0], runs[1]
-			require.ElementsMatch(t, full.out(), short.out())
+			require.Equal(t, canonical(full.out()), canonical(short.out()))
 			require.Equal(t, full.outcomes(), short.outcomes())
 			for _, c := range []string{"stitches", "ambiguous", "late_spans", "broken_propagation"} {
 				require.Equal(t, full.counter("processor_tracestitch_"+c), short.counter("processor_tracestitch_"+c), c)
@@ -126,4 +128,15 @@ func FuzzConfig(f *testing.F) {
 		require.NoError(t, h.p.Shutdown(context.Background()))
 		require.Equal(t, 2, h.sink.SpanCount())
 	})
+}
+
+// canonical renders spans in a sorted, comparable form (fmt prints maps
+// with sorted keys).
+func canonical(spans []outSpan) []string {
+	out := make([]string, len(spans))
+	for i, s := range spans {
+		out[i] = fmt.Sprintf("%+v", s)
+	}
+	sort.Strings(out)
+	return out
 }
