@@ -172,6 +172,7 @@ type batchSplit struct {
 type fragment struct {
 	traceID pcommon.TraceID
 	td      ptrace.Traces
+	pending int32 // spans of the current scope not yet moved
 }
 
 var splitPool = sync.Pool{New: func() any {
@@ -200,9 +201,11 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 			var lastDest ptrace.SpanSlice
 			clear(sp.ssDests)
 			spans := ss.Spans()
+			// First the records and each span's fragment, counting the spans
+			// per fragment so that each destination is allocated once.
+			base := len(sp.recs)
 			for k := 0; k < spans.Len(); k++ {
-				span := spans.At(k)
-				rec, invalid := reader.read(span, identity, service)
+				rec, invalid := reader.read(spans.At(k), identity, service)
 				if invalid {
 					sp.st.invalidRequest++
 				}
@@ -212,6 +215,14 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 					sp.frags = append(sp.frags, fragment{traceID: rec.traceID, td: sp.container()})
 					sp.byTrace[rec.traceID] = f
 				}
+				sp.frags[f].pending++
+				sp.recs = append(sp.recs, rec)
+				sp.frag = append(sp.frag, f)
+				sp.st.spans++
+			}
+			for k := 0; k < spans.Len(); k++ {
+				span := spans.At(k)
+				f := sp.frag[base+k]
 				if f != last {
 					dest, ok := sp.ssDests[f]
 					if !ok {
@@ -226,14 +237,13 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 						ss.Scope().CopyTo(ssDest.Scope())
 						ssDest.SetSchemaUrl(ss.SchemaUrl())
 						dest = ssDest.Spans()
+						dest.EnsureCapacity(int(sp.frags[f].pending))
+						sp.frags[f].pending = 0
 						sp.ssDests[f] = dest
 					}
 					last, lastDest = f, dest
 				}
 				span.MoveTo(lastDest.AppendEmpty())
-				sp.recs = append(sp.recs, rec)
-				sp.frag = append(sp.frag, f)
-				sp.st.spans++
 			}
 		}
 	}
