@@ -76,6 +76,7 @@ type unit struct {
 	result     stitchResult
 	spans      int
 	one        [1]*group // groups of a unit of one group, without allocating
+	oneSpans   [1]int
 }
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
@@ -696,7 +697,10 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 		u.one[0] = r
 		u.groups = u.one[:]
 	}
-	u.groupSpans = make([]int, len(u.groups))
+	u.groupSpans = u.oneSpans[:]
+	if len(u.groups) > 1 {
+		u.groupSpans = make([]int, len(u.groups))
+	}
 	recs := b.unitRecs[:0]
 	for k, m := range u.groups {
 		recs = m.expand(recs)
