@@ -80,7 +80,9 @@ type unit struct {
 }
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
-// same request. It is not safe for concurrent use; the processor locks it.
+// same request. It is not safe for concurrent use; the processor locks it
+// (batches are split before, with the immutable reader and the
+// self-locking service table only).
 type buffer struct {
 	wait, maxWait time.Duration
 	maxSpans      int
@@ -116,8 +118,9 @@ type buffer struct {
 	exts     slicePool[heldExt]
 	unitRecs []spanRec // scratch: the records of the unit being released
 
-	// gatherAlways turns off the shortcut for groups that never met
-	// another (tests compare both ways).
+	// gatherAlways turns off both release shortcuts (groups that never met
+	// another, and following only shared keys): every release then follows
+	// every key of every span. Tests compare both ways.
 	gatherAlways bool
 }
 

@@ -2,9 +2,9 @@ package tracestitch
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sort"
-	"encoding/binary"
 	"testing"
 	"time"
 
