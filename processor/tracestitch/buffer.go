@@ -1,7 +1,9 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"cmp"
 	"encoding/binary"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 // member list, and the unit is released as a whole.
 type group struct {
 	traceID pcommon.TraceID
+	seq     uint64 // creation order
 	td      ptrace.Traces
 	recs    []heldRec
 	ext     []heldExt
@@ -108,6 +111,8 @@ type buffer struct {
 	epoch time.Time
 	fifo  []*group // groups in creation order, for eviction
 	head  int
+	// groupSeq numbers groups in creation order.
+	groupSeq uint64
 
 	spans int
 
@@ -306,7 +311,8 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 }
 
 func (b *buffer) newGroup(tid pcommon.TraceID, td ptrace.Traces, now int64) *group {
-	g := &group{traceID: tid, td: td, firstSeen: now, lastSeen: now}
+	b.groupSeq++
+	g := &group{traceID: tid, seq: b.groupSeq, td: td, firstSeen: now, lastSeen: now}
 	b.groups[tid] = g
 	b.fifo = append(b.fifo, g)
 	b.due.push(deadlineEntry{at: b.deadline(g), g: g})
@@ -703,6 +709,10 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 	u.groupSpans = u.oneSpans[:]
 	if len(u.groups) > 1 {
 		u.groupSpans = make([]int, len(u.groups))
+		// The stitch does not depend on the order gather met the groups
+		// in (where a malformed input leaves a choice, e.g. which edge of
+		// a parent cycle is cut): records go in creation order.
+		slices.SortFunc(u.groups, func(a, b *group) int { return cmp.Compare(a.seq, b.seq) })
 	}
 	recs := b.unitRecs[:0]
 	for k, m := range u.groups {

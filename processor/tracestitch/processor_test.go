@@ -130,6 +130,35 @@ func TestLateFragmentJoinsReleasedTrace(t *testing.T) {
 	h.shutdown()
 }
 
+// TestLateChildOfAmbiguousReleasedParent: a span ID released in two
+// different traces cannot be a late child's parent; released twice in one
+// trace (a Zipkin shared client/server pair) it can. Found by FuzzStitch:
+// the index used to keep whichever release came last.
+func TestLateChildOfAmbiguousReleasedParent(t *testing.T) {
+	h := newHarness(t, nil)
+	h.send(
+		ts{trace: traceA, id: "1111111111111111", kind: S, service: pp},
+		ts{trace: traceB, id: "1111111111111111", kind: S, service: rv},
+		ts{trace: traceD, id: "3333333333333333", kind: C, service: pp},
+		ts{trace: traceD, id: "3333333333333333", parent: "3333333333333330", kind: S, service: rv},
+	)
+	h.advance(2 * time.Second)
+	h.send(
+		ts{trace: traceC, id: "2222222222222222", parent: "1111111111111111", kind: I, service: rt},
+		ts{trace: "e1e2e3e4e5e6e7e8", id: "4444444444444444", parent: "3333333333333333", kind: I, service: rt},
+	)
+	h.advance(2 * time.Second)
+	out := h.out()
+	left := find(t, out, "2222222222222222", I)
+	assert.Equal(t, pad(traceC), left.traceID, "two candidate parents in different traces: left where it was")
+	assert.Nil(t, left.attrs[stitchedByAttribute])
+	assert.Equal(t, int64(1), h.counter("processor_tracestitch_ambiguous"))
+	joined := find(t, out, "4444444444444444", I)
+	assert.Equal(t, pad(traceD), joined.traceID, "a shared pair is one parent")
+	assert.Equal(t, "parent_id", joined.attrs[stitchedByAttribute])
+	h.shutdown()
+}
+
 func TestLateFragmentAfterTTLStaysDisconnected(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.LateSpanTTL = 5 * time.Second })
 	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})

@@ -122,7 +122,7 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		if r.spanID.IsEmpty() {
 			continue
 		}
-		x.bySpan[r.spanID] = indexedSpan{seq: seq, final: fi, service: r.service}
+		x.bySpan[r.spanID] = x.merged(r, indexedSpan{seq: seq, final: fi, service: r.service}, &b, traceIDs[i])
 		x.spans.push(r.spanID)
 		b.spans++
 		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0 {
@@ -191,10 +191,44 @@ func (x *releasedIndex) final(seq, fi uint32) pcommon.TraceID {
 	return x.finals.at(int(b.finalsBase-x.finals.popped) + int(fi))
 }
 
+// ambiguousFinal marks a span ID released with two different final trace
+// IDs: a late child of it cannot tell which is its parent.
+const ambiguousFinal = ^uint32(0)
+
+// merged is the entry for a span ID that is released again (duplicate span
+// IDs, Zipkin's shared client/server IDs): the same final trace keeps one
+// entry (the SERVER side's service, where callee children hang); different
+// final traces make the ID ambiguous. It lives as long as the newest.
+func (x *releasedIndex) merged(r *spanRec, e indexedSpan, cur *releasedBatch, final pcommon.TraceID) indexedSpan {
+	old, ok := x.bySpan[r.spanID]
+	if !ok {
+		return e
+	}
+	if old.final == ambiguousFinal {
+		return indexedSpan{seq: e.seq, final: ambiguousFinal}
+	}
+	var oldFinal pcommon.TraceID
+	if old.seq == e.seq { // an earlier record of this release
+		oldFinal = x.finals.at(int(cur.finalsBase-x.finals.popped) + int(old.final))
+	} else {
+		oldFinal = x.final(old.seq, old.final)
+	}
+	if oldFinal != final {
+		return indexedSpan{seq: e.seq, final: ambiguousFinal}
+	}
+	if r.kind != ptrace.SpanKindServer {
+		e.service = old.service
+	}
+	return e
+}
+
 func (x *releasedIndex) span(id pcommon.SpanID) (releasedSpan, bool) {
 	s, ok := x.bySpan[id]
 	if !ok {
 		return releasedSpan{}, false
+	}
+	if s.final == ambiguousFinal {
+		return releasedSpan{ambiguous: true}, true
 	}
 	return releasedSpan{traceID: x.final(s.seq, s.final), service: s.service}, true
 }

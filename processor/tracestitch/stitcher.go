@@ -56,6 +56,8 @@ func (m stitchMethod) String() string {
 type releasedSpan struct {
 	traceID pcommon.TraceID
 	service serviceID
+	// ambiguous: spans with this ID left in different traces.
+	ambiguous bool
 }
 
 // releasedServer is what the index keeps per released SERVER span with a
@@ -297,7 +299,10 @@ func (s *stitcher) resolveParent(i int) {
 		return
 	}
 	if s.rel != nil {
-		if rs, ok := s.rel.span(p); ok {
+		if rs, ok := s.rel.span(p); ok && rs.ambiguous {
+			s.kind[i] = parentAmbiguous
+			return
+		} else if ok {
 			s.kind[i] = parentReleased
 			s.released[i] = releasedEdge{ok: true, traceID: rs.traceID, spanID: p, service: rs.service}
 			if rs.traceID != r.traceID {
