@@ -144,7 +144,7 @@ func newBuffer(cfg *Config) *buffer {
 			link:      cfg.StitchMode == StitchModeLink,
 		},
 		stitcher: newStitcher(names),
-		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries, names),
+		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 		groups:   make(map[pcommon.TraceID]*group),
 		bySpanID: newMultiIndex[pcommon.SpanID](),
 		byParent: newMultiIndex[pcommon.SpanID](),
@@ -432,7 +432,7 @@ type multiIndex[K comparable] struct {
 	more map[K][]*group
 }
 
-// has reports whether k has more than one group.
+// multi reports whether k has more than one group.
 func (x multiIndex[K]) multi(k K) bool {
 	if len(x.more) == 0 {
 		return false

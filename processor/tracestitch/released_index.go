@@ -34,8 +34,6 @@ type releasedIndex struct {
 	finals  queue[pcommon.TraceID] // distinct final trace IDs of each release
 	entries int
 	nextSeq uint64
-
-	names *serviceTable
 }
 
 // indexedSpan points at the release that added the span: seq is the low 32
@@ -68,14 +66,13 @@ type releasedBatch struct {
 	finalsBase uint64
 }
 
-func newReleasedIndex(ttl time.Duration, maxEntries int, names *serviceTable) *releasedIndex {
+func newReleasedIndex(ttl time.Duration, maxEntries int) *releasedIndex {
 	return &releasedIndex{
 		ttl:        ttl.Nanoseconds(),
 		maxEntries: maxEntries,
 		bySpan:     make(map[pcommon.SpanID]indexedSpan),
 		byKey:      make(map[uint64]uint64),
 		byTrace:    make(map[pcommon.TraceID]indexedTrace),
-		names:      names,
 	}
 }
 
@@ -125,7 +122,7 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		x.bySpan[r.spanID] = x.merged(r, indexedSpan{seq: seq, final: fi, service: r.service}, &b, traceIDs[i])
 		x.spans.push(r.spanID)
 		b.spans++
-		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0 {
+		if r.ingressCandidate() {
 			h := r.reqKey.hash64()
 			x.servers.push(indexedServer{
 				releasedServer: releasedServer{

@@ -32,6 +32,17 @@ type spanRec struct {
 	service serviceID
 }
 
+// requestIDRuleApplies: the span has a request ID and a workload instance,
+// without which the request-ID rule can neither use it as a parent nor
+// find one for it.
+func (r *spanRec) requestIDRuleApplies() bool { return !r.reqKey.empty() && r.instance != 0 }
+
+// ingressCandidate: a SERVER span the request-ID rule may hang an orphan
+// under (in the unit, or among released spans).
+func (r *spanRec) ingressCandidate() bool {
+	return r.kind == ptrace.SpanKindServer && r.requestIDRuleApplies()
+}
+
 // recReader extracts spanRecs with the configured attribute keys.
 type recReader struct {
 	requestIDKeys []string

@@ -427,7 +427,7 @@ func (s *stitcher) stitchByRequestID() {
 	clear(servers)
 	for i := range s.recs {
 		r := &s.recs[i]
-		if r.kind == ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0 {
+		if r.ingressCandidate() {
 			addIdx(servers, r.reqKey, int32(i))
 		}
 	}
@@ -475,7 +475,7 @@ func (s *stitcher) stitchByRequestID() {
 // x-request-id but is a new request).
 func (s *stitcher) isRequestIDOrphan(i int) bool {
 	r := &s.recs[i]
-	return s.kind[i] == parentNone && r.kind != ptrace.SpanKindServer && !r.reqKey.empty() && r.instance != 0
+	return s.kind[i] == parentNone && r.kind != ptrace.SpanKindServer && r.requestIDRuleApplies()
 }
 
 func (s *stitcher) contains(start, end pcommon.Timestamp, r *spanRec) bool {
