@@ -14,9 +14,16 @@ import (
 // expiry order, one record per release unit rather than per span.
 //
 // Everything here is pointer-free (the garbage collector does not scan it)
-// and small: a span costs one 20-byte map slot and 8 bytes of log. What a
-// release added is logged in queues shared by all releases, so that a
-// release allocates nothing once they have grown.
+// and small. What a release added is logged in queues shared by all
+// releases, so that a release allocates nothing once they have grown.
+//
+// The per-span map is built lazily: a release only logs its spans (16
+// bytes each, appended in order), and the first lookup of a span ID indexes
+// the releases logged since the previous one, in release order. A flow
+// whose late spans never look up a parent (the common case) pays no map
+// operation per span; one that does pays each span's insertion once, as an
+// eager index would. Releases that expire before any lookup are never
+// indexed.
 type releasedIndex struct {
 	ttl        int64 // ns
 	maxEntries int
@@ -28,12 +35,14 @@ type releasedIndex struct {
 	byKey map[uint64]uint64
 
 	batches queue[releasedBatch]
-	spans   queue[pcommon.SpanID]
-	traces  queue[pcommon.TraceID]
-	servers queue[indexedServer]
-	finals  queue[pcommon.TraceID] // distinct final trace IDs of each release
-	entries int
-	nextSeq uint64
+	spans   queue[loggedSpan]
+	// indexedSeq: releases up to this sequence number are in bySpan.
+	indexedSeq uint64
+	traces     queue[pcommon.TraceID]
+	servers    queue[indexedServer]
+	finals     queue[pcommon.TraceID] // distinct final trace IDs of each release
+	entries    int
+	nextSeq    uint64
 }
 
 // indexedSpan points at the release that added the span: seq is the low 32
@@ -43,6 +52,14 @@ type indexedSpan struct {
 	seq     uint32
 	final   uint32
 	service serviceID
+}
+
+// loggedSpan is a released span as its release logged it, until indexed.
+type loggedSpan struct {
+	id      pcommon.SpanID
+	final   uint32
+	service serviceID
+	server  bool
 }
 
 type indexedTrace struct {
@@ -62,8 +79,9 @@ type releasedBatch struct {
 	at                          int64
 	seq                         uint64
 	spans, traces, keys, finals int
-	// finalsBase is how many finals were pushed before this release's.
-	finalsBase uint64
+	// finalsBase is how many finals were pushed before this release's;
+	// spansBase the same for logged spans.
+	finalsBase, spansBase uint64
 }
 
 func newReleasedIndex(ttl time.Duration, maxEntries int) *releasedIndex {
@@ -86,7 +104,7 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		return
 	}
 	x.nextSeq++
-	b := releasedBatch{at: now.UnixNano(), seq: x.nextSeq, finalsBase: x.finals.pushed}
+	b := releasedBatch{at: now.UnixNano(), seq: x.nextSeq, finalsBase: x.finals.pushed, spansBase: x.spans.pushed}
 	seq := uint32(b.seq)
 	finalOf := func(tid pcommon.TraceID) uint32 {
 		// A unit leaves with one trace ID or a few (disconnected fragments):
@@ -119,8 +137,7 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		if r.spanID.IsEmpty() {
 			continue
 		}
-		x.bySpan[r.spanID] = x.merged(r, indexedSpan{seq: seq, final: fi, service: r.service}, &b, traceIDs[i])
-		x.spans.push(r.spanID)
+		x.spans.push(loggedSpan{id: r.spanID, final: fi, service: r.service, server: r.kind == ptrace.SpanKindServer})
 		b.spans++
 		if r.ingressCandidate() {
 			h := r.reqKey.hash64()
@@ -154,8 +171,12 @@ func (x *releasedIndex) dropOldest() {
 	b := x.batches.pop()
 	seq := uint32(b.seq)
 	// A later release of the same span or trace ID replaced an entry: keep it.
+	indexed := b.seq <= x.indexedSeq
 	for range b.spans {
-		id := x.spans.pop()
+		id := x.spans.pop().id
+		if !indexed {
+			continue
+		}
 		if s, ok := x.bySpan[id]; ok && s.seq == seq {
 			delete(x.bySpan, id)
 		}
@@ -192,34 +213,48 @@ func (x *releasedIndex) final(seq, fi uint32) pcommon.TraceID {
 // IDs: a late child of it cannot tell which is its parent.
 const ambiguousFinal = ^uint32(0)
 
-// merged is the entry for a span ID that is released again (duplicate span
-// IDs, Zipkin's shared client/server IDs): the same final trace keeps one
-// entry (the SERVER side's service, where callee children hang); different
-// final traces make the ID ambiguous. It lives as long as the newest.
-func (x *releasedIndex) merged(r *spanRec, e indexedSpan, cur *releasedBatch, final pcommon.TraceID) indexedSpan {
-	old, ok := x.bySpan[r.spanID]
+// catchUp indexes the spans of the live releases not indexed yet, oldest
+// first (so a span ID released again merges as it would have eagerly).
+func (x *releasedIndex) catchUp() {
+	if x.batches.len() == 0 {
+		x.indexedSeq = x.nextSeq
+		return
+	}
+	oldest := x.batches.at(0).seq
+	for seq := max(x.indexedSeq+1, oldest); seq <= x.nextSeq; seq++ {
+		b := x.batches.at(int(seq - oldest))
+		for p := b.spansBase; p < b.spansBase+uint64(b.spans); p++ {
+			l := x.spans.at(int(p - x.spans.popped))
+			x.bySpan[l.id] = x.merged(&l, uint32(seq))
+		}
+	}
+	x.indexedSeq = x.nextSeq
+}
+
+// merged is the entry for a logged span of release seq. A span ID released
+// again (duplicate span IDs, Zipkin's shared client/server IDs) keeps one
+// entry when the final trace is the same (the SERVER side's service, where
+// callee children hang); different final traces make the ID ambiguous. The
+// entry lives as long as the newest release of the ID.
+func (x *releasedIndex) merged(l *loggedSpan, seq uint32) indexedSpan {
+	e := indexedSpan{seq: seq, final: l.final, service: l.service}
+	old, ok := x.bySpan[l.id]
 	if !ok {
 		return e
 	}
-	if old.final == ambiguousFinal {
-		return indexedSpan{seq: e.seq, final: ambiguousFinal}
+	if old.final == ambiguousFinal || x.final(old.seq, old.final) != x.final(seq, l.final) {
+		return indexedSpan{seq: seq, final: ambiguousFinal}
 	}
-	var oldFinal pcommon.TraceID
-	if old.seq == e.seq { // an earlier record of this release
-		oldFinal = x.finals.at(int(cur.finalsBase-x.finals.popped) + int(old.final))
-	} else {
-		oldFinal = x.final(old.seq, old.final)
-	}
-	if oldFinal != final {
-		return indexedSpan{seq: e.seq, final: ambiguousFinal}
-	}
-	if r.kind != ptrace.SpanKindServer {
+	if !l.server {
 		e.service = old.service
 	}
 	return e
 }
 
 func (x *releasedIndex) span(id pcommon.SpanID) (releasedSpan, bool) {
+	if x.indexedSeq != x.nextSeq {
+		x.catchUp()
+	}
 	s, ok := x.bySpan[id]
 	if !ok {
 		return releasedSpan{}, false
