@@ -18,6 +18,7 @@ import (
 type group struct {
 	traceID pcommon.TraceID
 	seq     uint64 // creation order
+	ref     uint32 // handle in the buffer's indexes
 	td      ptrace.Traces
 	recs    []heldRec
 	ext     []heldExt
@@ -96,13 +97,14 @@ type buffer struct {
 
 	groups map[pcommon.TraceID]*group
 	// bySpanID: groups holding a span with this ID.
-	bySpanID multiIndex[pcommon.SpanID]
+	bySpanID multiIndex
 	// byParent: groups holding a span whose parent was not in its own group
 	// when it arrived (so the parent's group can find it).
-	byParent multiIndex[pcommon.SpanID]
+	byParent multiIndex
 	// byReqKey: groups holding a span with this request ID (by its 64-bit
 	// fold: a collision only gathers more, the stitcher compares whole keys).
-	byReqKey multiIndex[uint64]
+	byReqKey multiIndex
+	refs     groupRefs
 	names    *serviceTable
 
 	due deadlineQueue
@@ -131,7 +133,7 @@ type buffer struct {
 
 func newBuffer(cfg *Config) *buffer {
 	names := newServiceTable()
-	return &buffer{
+	b := &buffer{
 		epoch:    time.Now(),
 		names:    names,
 		wait:     cfg.WaitDuration,
@@ -146,12 +148,13 @@ func newBuffer(cfg *Config) *buffer {
 		stitcher: newStitcher(names),
 		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 		groups:   make(map[pcommon.TraceID]*group),
-		bySpanID: newMultiIndex[pcommon.SpanID](),
-		byParent: newMultiIndex[pcommon.SpanID](),
-		byReqKey: newMultiIndex[uint64](),
 		seenSpan: make(map[pcommon.SpanID]struct{}),
 		seenKey:  make(map[uint64]struct{}),
 	}
+	b.bySpanID = newMultiIndex(&b.refs)
+	b.byParent = newMultiIndex(&b.refs)
+	b.byReqKey = newMultiIndex(&b.refs)
+	return b
 }
 
 type addStats struct {
@@ -313,6 +316,7 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 func (b *buffer) newGroup(tid pcommon.TraceID, td ptrace.Traces, now int64) *group {
 	b.groupSeq++
 	g := &group{traceID: tid, seq: b.groupSeq, td: td, firstSeen: now, lastSeen: now}
+	g.ref = b.refs.ref(g)
 	b.groups[tid] = g
 	b.fifo = append(b.fifo, g)
 	b.due.push(deadlineEntry{at: b.deadline(g), g: g})
@@ -385,25 +389,31 @@ func (g *group) reqKeyOf(h *heldRec) reqKey {
 // whichever of its two ends arrives second.
 func (b *buffer) index(g *group, rec *heldRec, key reqKey) {
 	if id := rec.spanID; !id.IsEmpty() {
-		link(g, b.bySpanID.add(id, g), linkKey{id: id})
+		k := spanKey(id)
+		link(g, b.bySpanID.add(k, g), linkKey{id: id})
 		// orphans that came before this span, waiting for it as their parent
-		if w := b.byParent.first(id); w == g && !b.byParent.multi(id) {
-			b.byParent.delete(id) // they are children within the group
+		if w := b.byParent.first(k); w == g && !b.byParent.multi(k) {
+			b.byParent.delete(k) // they are children within the group
 		} else if w != nil {
 			// the others waiting were linked to w when they came
 			link(g, w, linkKey{id: id})
 		}
 	}
-	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !b.bySpanID.contains(p, g) {
-		link(g, b.bySpanID.first(p), linkKey{id: p}) // a parent in another trace ID
-		link(g, b.byParent.add(p, g), linkKey{id: p})
+	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !b.bySpanID.contains(spanKey(p), g) {
+		k := spanKey(p)
+		link(g, b.bySpanID.first(k), linkKey{id: p}) // a parent in another trace ID
+		link(g, b.byParent.add(k, g), linkKey{id: p})
 		rec.orphanAtIngest = true
 	}
 	if !key.empty() {
-		h := key.hash64()
+		h := reqFold(key)
 		link(g, b.byReqKey.add(h, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, h)), req: true})
 	}
 }
+
+// reqFold is a request ID's key in the buffer's index: its 64-bit fold (a
+// collision only gathers more; the stitcher compares whole keys), never 0.
+func reqFold(k reqKey) uint64 { return max(k.hash64(), 1) }
 
 // alone reports a unit of one group that never met another.
 func (b *buffer) alone(r *group) bool {
@@ -424,16 +434,21 @@ func link(g, other *group, k linkKey) {
 }
 
 // multiIndex maps a key to the groups holding it. Nearly always one group:
-// it lives in a map of plain pointers, the rare others in a side map, so
-// indexing a span allocates nothing but its map slot and, while the side
-// map is empty, costs one map operation.
-type multiIndex[K comparable] struct {
-	one  map[K]*group
-	more map[K][]*group
+// its handle lives in an idTable, the rare others in a side map, so
+// indexing a span allocates nothing and, while the side map is empty,
+// costs one table operation.
+type multiIndex struct {
+	one  idTable
+	more map[uint64][]*group
+	refs *groupRefs
+}
+
+func newMultiIndex(refs *groupRefs) multiIndex {
+	return multiIndex{one: newIDTable(), more: make(map[uint64][]*group), refs: refs}
 }
 
 // multi reports whether k has more than one group.
-func (x multiIndex[K]) multi(k K) bool {
+func (x *multiIndex) multi(k uint64) bool {
 	if len(x.more) == 0 {
 		return false
 	}
@@ -441,18 +456,14 @@ func (x multiIndex[K]) multi(k K) bool {
 	return ok
 }
 
-func newMultiIndex[K comparable]() multiIndex[K] {
-	return multiIndex[K]{one: make(map[K]*group), more: make(map[K][]*group)}
-}
-
 // add adds g under k and returns the key's first group before (nil if k
 // was new).
-func (x multiIndex[K]) add(k K, g *group) *group {
-	first, ok := x.one[k]
+func (x *multiIndex) add(k uint64, g *group) *group {
+	h, ok := x.one.add(k, g.ref)
 	if !ok {
-		x.one[k] = g
 		return nil
 	}
+	first := x.refs.get(h)
 	if first == g {
 		return first
 	}
@@ -463,10 +474,15 @@ func (x multiIndex[K]) add(k K, g *group) *group {
 }
 
 // first returns k's first group, nil if none.
-func (x multiIndex[K]) first(k K) *group { return x.one[k] }
+func (x *multiIndex) first(k uint64) *group {
+	if h, ok := x.one.get(k); ok {
+		return x.refs.get(h)
+	}
+	return nil
+}
 
-func (x multiIndex[K]) contains(k K, g *group) bool {
-	if first, ok := x.one[k]; !ok {
+func (x *multiIndex) contains(k uint64, g *group) bool {
+	if first := x.first(k); first == nil {
 		return false
 	} else if first == g {
 		return true
@@ -483,9 +499,9 @@ func (x multiIndex[K]) contains(k K, g *group) bool {
 }
 
 // each calls f for every group of k.
-func (x multiIndex[K]) each(k K, f func(*group)) {
-	first, ok := x.one[k]
-	if !ok {
+func (x *multiIndex) each(k uint64, f func(*group)) {
+	first := x.first(k)
+	if first == nil {
 		return
 	}
 	f(first)
@@ -497,22 +513,22 @@ func (x multiIndex[K]) each(k K, f func(*group)) {
 	}
 }
 
-func (x multiIndex[K]) delete(k K) {
-	delete(x.one, k)
+func (x *multiIndex) delete(k uint64) {
+	x.one.del(k)
 	if len(x.more) > 0 {
 		delete(x.more, k)
 	}
 }
 
 // dropReleased removes the released groups of k.
-func (x multiIndex[K]) dropReleased(k K) {
-	first, ok := x.one[k]
-	if !ok {
+func (x *multiIndex) dropReleased(k uint64) {
+	first := x.first(k)
+	if first == nil {
 		return
 	}
 	if !x.multi(k) {
 		if first.released {
-			delete(x.one, k)
+			x.one.del(k)
 		}
 		return
 	}
@@ -528,7 +544,7 @@ func (x multiIndex[K]) dropReleased(k K) {
 	}
 	x.delete(k)
 	if len(keep) > 0 {
-		x.one[k] = keep[0]
+		x.one.add(k, keep[0].ref)
 		if len(keep) > 1 {
 			x.more[k] = keep[1:]
 		}
@@ -628,14 +644,15 @@ func (b *buffer) gather(r *group) *group {
 		}
 	}
 	bySpan := func(id pcommon.SpanID) {
-		if b.bySpanID.multi(id) || b.byParent.multi(id) {
+		k := spanKey(id)
+		if b.bySpanID.multi(k) || b.byParent.multi(k) {
 			if _, seen := seenSpan[id]; seen {
 				return
 			}
 			seenSpan[id] = struct{}{}
 		}
-		b.bySpanID.each(id, follow)
-		b.byParent.each(id, follow)
+		b.bySpanID.each(k, follow)
+		b.byParent.each(k, follow)
 	}
 	byReq := func(k uint64) {
 		if b.byReqKey.multi(k) {
@@ -674,7 +691,7 @@ func (b *buffer) gather(r *group) *group {
 				bySpan(rec.parentID)
 			}
 			if key := m.reqKeyOf(rec); !key.empty() {
-				byReq(key.hash64())
+				byReq(reqFold(key))
 			}
 		}
 	}
@@ -730,20 +747,26 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 	for _, m := range u.groups {
 		for i := range m.recs {
 			h := &m.recs[i]
-			b.bySpanID.delete(h.spanID)
-			if !alone { // else no other group's orphan waits for this span
-				b.byParent.delete(h.spanID)
+			if k := spanKey(h.spanID); k != 0 {
+				b.bySpanID.delete(k)
+				if !alone { // else no other group's orphan waits for this span
+					b.byParent.delete(k)
+				}
 			}
 			if key := m.reqKeyOf(h); !key.empty() {
-				b.byReqKey.delete(key.hash64())
+				b.byReqKey.delete(reqFold(key))
 			}
 			if h.orphanAtIngest {
-				b.byParent.dropReleased(h.parentID)
+				b.byParent.dropReleased(spanKey(h.parentID))
 			}
 		}
 		b.recs.put(m.recs)
 		b.exts.put(m.ext)
 		m.recs, m.ext = nil, nil
+	}
+	// no index names these groups any more
+	for _, m := range u.groups {
+		b.refs.release(m.ref)
 	}
 	b.spans -= u.spans
 	u.result = b.stitcher.run(recs, b.released, b.stitchOpts)

@@ -1,0 +1,159 @@
+package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
+
+import "math/rand/v2"
+
+// idTable maps nonzero 64-bit keys (span IDs, request-ID folds) to 32-bit
+// values (group handles). It is the buffer's per-span index, touched on
+// every span's arrival and release, so it is built for that: open
+// addressing with linear probing in 12-byte slots without pointers, one
+// cache line per operation in the common case, and deletion by backward
+// shift (no tombstones, so a steady flow never degrades or rehashes).
+// Measured against Go maps of the same content it is several times faster
+// on random IDs at 10⁵–10⁶ entries and no larger.
+//
+// Positions come from a keyed mix with a random per-process seed, so that
+// senders cannot choose span IDs that collide.
+type idTable struct {
+	slots []idSlot
+	mask  uint64
+	n     int
+	seed  uint64
+}
+
+// idSlot is a key split in two halves (keeping the slot at 12 bytes) and
+// its value; a zero key is an empty slot.
+type idSlot struct {
+	lo, hi, val uint32
+}
+
+const idTableMin = 64
+
+func newIDTable() idTable {
+	return idTable{
+		slots: make([]idSlot, idTableMin),
+		mask:  idTableMin - 1,
+		seed:  rand.Uint64(), // math/rand/v2's global source: seeded randomly per process
+	}
+}
+
+func (t *idTable) len() int { return t.n }
+
+func (t *idTable) home(k uint64) uint64 {
+	// splitmix64's finalizer over the seeded key: a bijection, so distinct
+	// keys never share a full hash.
+	x := k ^ t.seed
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	x ^= x >> 31
+	return x & t.mask
+}
+
+func (s *idSlot) key() uint64 { return uint64(s.hi)<<32 | uint64(s.lo) }
+
+// find returns the slot of k, or the empty slot where k would go.
+func (t *idTable) find(k uint64) *idSlot {
+	lo, hi := uint32(k), uint32(k>>32)
+	for i := t.home(k); ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if s.lo == lo && s.hi == hi || s.lo|s.hi == 0 {
+			return s
+		}
+	}
+}
+
+// get returns k's value.
+func (t *idTable) get(k uint64) (uint32, bool) {
+	s := t.find(k)
+	if s.lo|s.hi == 0 {
+		return 0, false
+	}
+	return s.val, true
+}
+
+// add stores v under k unless k is present; it returns the value k had.
+// The zero key (an empty ID) is never stored.
+func (t *idTable) add(k uint64, v uint32) (uint32, bool) {
+	if k == 0 {
+		return 0, false
+	}
+	s := t.find(k)
+	if s.lo|s.hi != 0 {
+		return s.val, true
+	}
+	s.lo, s.hi, s.val = uint32(k), uint32(k>>32), v
+	t.n++
+	if t.n*10 > len(t.slots)*7 {
+		t.resize(2 * len(t.slots))
+	}
+	return 0, false
+}
+
+// del removes k if present.
+func (t *idTable) del(k uint64) {
+	i := uint64(0)
+	lo, hi := uint32(k), uint32(k>>32)
+	for i = t.home(k); ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if s.lo|s.hi == 0 {
+			return
+		}
+		if s.lo == lo && s.hi == hi {
+			break
+		}
+	}
+	// Shift later slots of the run back over the hole unless that would
+	// move them before their home position.
+	for j := i; ; {
+		j = (j + 1) & t.mask
+		s := &t.slots[j]
+		if s.lo|s.hi == 0 {
+			break
+		}
+		if h := t.home(s.key()); (j-h)&t.mask >= (j-i)&t.mask {
+			t.slots[i] = *s
+			i = j
+		}
+	}
+	t.slots[i] = idSlot{}
+	t.n--
+	if len(t.slots) > idTableMin && t.n*10 < len(t.slots) {
+		t.resize(len(t.slots) / 2) // give a burst's memory back
+	}
+}
+
+func (t *idTable) resize(size int) {
+	old := t.slots
+	t.slots = make([]idSlot, size)
+	t.mask = uint64(size - 1)
+	for i := range old {
+		if s := &old[i]; s.lo|s.hi != 0 {
+			*t.find(s.key()) = *s
+		}
+	}
+}
+
+// groupRefs hands out 32-bit handles for groups, so that the indexes hold
+// no pointers. A handle is freed when its group leaves the buffer, after
+// every index entry naming it was removed.
+type groupRefs struct {
+	groups []*group
+	free   []uint32
+}
+
+func (r *groupRefs) ref(g *group) uint32 {
+	if n := len(r.free); n > 0 {
+		h := r.free[n-1]
+		r.free = r.free[:n-1]
+		r.groups[h] = g
+		return h
+	}
+	r.groups = append(r.groups, g)
+	return uint32(len(r.groups) - 1)
+}
+
+func (r *groupRefs) get(h uint32) *group { return r.groups[h] }
+
+func (r *groupRefs) release(h uint32) {
+	r.groups[h] = nil
+	r.free = append(r.free, h)
+}

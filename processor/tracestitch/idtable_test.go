@@ -1,0 +1,56 @@
+package tracestitch
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestIDTableMatchesMap runs random adds, lookups and deletes against a Go
+// map, through growth and shrinking, with keys from a small pool (repeats)
+// and a tiny table (long probe runs that wrap around the end).
+func TestIDTableMatchesMap(t *testing.T) {
+	for _, pool := range []int{40, 3000} {
+		rng := rand.New(rand.NewPCG(uint64(pool), 7))
+		tab := newIDTable()
+		ref := map[uint64]uint32{}
+		keys := make([]uint64, pool)
+		for i := range keys {
+			keys[i] = rng.Uint64() | 1
+		}
+		keys[0] = 1 << 32 // halves of the key differ
+		for step := range 200_000 {
+			k := keys[rng.IntN(pool)]
+			switch op := rng.IntN(10); {
+			case op < 5 && step < 120_000: // grow first, then drain (shrink)
+				old, had := tab.add(k, uint32(step))
+				want, wantHad := ref[k]
+				require.Equal(t, wantHad, had)
+				require.Equal(t, want, old)
+				if !had {
+					ref[k] = uint32(step)
+				}
+			case op < 8:
+				tab.del(k)
+				delete(ref, k)
+			default:
+				v, ok := tab.get(k)
+				want, wantOK := ref[k]
+				require.Equal(t, wantOK, ok)
+				require.Equal(t, want, v)
+			}
+			require.Equal(t, len(ref), tab.len())
+		}
+		for k, v := range ref {
+			got, ok := tab.get(k)
+			require.True(t, ok)
+			require.Equal(t, v, got)
+		}
+		require.LessOrEqual(t, len(tab.slots), max(idTableMin, 16*len(ref)), "shrinks after draining")
+		_, added := tab.add(0, 1)
+		require.False(t, added)
+		_, ok := tab.get(0)
+		require.False(t, ok, "the empty key is never stored")
+	}
+}
