@@ -226,6 +226,23 @@ func TestStitching(t *testing.T) {
 			blame:     map[string]int64{pp: 1},
 		},
 		{
+			// Two services behind one identity (e.g. only host.name set on a
+			// VM): the orphan's own service's ingress is its parent, the other
+			// service's ingress with the same request ID is no candidate.
+			name: "ingress of another service on the same instance is no candidate",
+			spans: []ts{
+				{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 100, service: pp, node: pp1, rid: rid},
+				{trace: traceD, id: "5555555555555555", kind: S, start: 5, end: 95, service: rv, node: pp1, rid: rid},
+				{trace: traceB, id: "2222222222222222", kind: C, start: 10, end: 50, service: pp, node: pp1, rid: rid},
+			},
+			traces:     map[key]string{{"2222222222222222", C}: pad(traceA)},
+			parents:    map[key]string{{"2222222222222222", C}: "1111111111111111"},
+			stitchedBy: map[key]string{{"2222222222222222", C}: "request_id"},
+			outcomes:   map[string]int64{"stitched": 1, "connected": 1},
+			stitches:   map[string]int64{"request_id": 1},
+			blame:      map[string]int64{pp: 1},
+		},
+		{
 			name: "same request ID on two replicas: each fragment finds its own instance",
 			spans: []ts{
 				{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 100, service: pp, node: pp1, rid: rid},

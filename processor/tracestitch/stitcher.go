@@ -409,8 +409,8 @@ func (s *stitcher) addEdge(i, j int, m stitchMethod) bool {
 }
 
 // stitchByRequestID attaches orphan fragment roots to the one ingress span
-// of their own workload instance that carries the same request ID and
-// contains them in time. Several qualifying spans: no edge, counted.
+// of their own service and workload instance that carries the same request
+// ID and contains them in time. Several qualifying spans: no edge, counted.
 func (s *stitcher) stitchByRequestID() {
 	// Most units have no orphan: then there is nothing to index.
 	orphan := false
@@ -441,7 +441,7 @@ func (s *stitcher) stitchByRequestID() {
 		for k := 0; ok && k < cands.len(); k++ {
 			j := cands.at(k)
 			c := &s.recs[j]
-			if c.instance == r.instance && s.contains(c.start, c.end, r) && !s.uf.same(i, int(j)) {
+			if c.service == r.service && c.instance == r.instance && s.contains(c.start, c.end, r) && !s.uf.same(i, int(j)) {
 				found = int(j)
 				n++
 			}
@@ -450,7 +450,7 @@ func (s *stitcher) stitchByRequestID() {
 		if s.rel != nil {
 			s.relSrv = s.rel.ingress(r.reqKey, s.relSrv[:0])
 			for _, c := range s.relSrv {
-				if c.instance == r.instance && s.contains(c.start, c.end, r) {
+				if c.service == r.service && c.instance == r.instance && s.contains(c.start, c.end, r) {
 					rel = c
 					n++
 				}
