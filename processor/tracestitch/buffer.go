@@ -171,6 +171,9 @@ type batchSplit struct {
 	recs  []spanRec // in batch order
 	frag  []int32   // fragment of each record
 	st    addStats
+	// markEpoch is the service table's mark count when the split began:
+	// a service marked since may have SERVER spans here left unread.
+	markEpoch uint64
 
 	// scratch
 	spare   []ptrace.Traces // emptied fragment containers, for reuse
@@ -199,12 +202,14 @@ var splitPool = sync.Pool{New: func() any {
 // its record. It needs no lock: the reader is immutable and the service
 // table locks itself.
 func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceTable) {
+	sp.markEpoch = names.markEpoch.Load()
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		resAttrs := rs.Resource().Attributes()
 		service := names.intern(serviceName(resAttrs))
 		identity := reader.identityOf(resAttrs)
+		readServer := names.marked(service)
 		clear(sp.rsDests)
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
@@ -217,7 +222,7 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 			// per fragment so that each destination is allocated once.
 			base := len(sp.recs)
 			for k := 0; k < spans.Len(); k++ {
-				rec, invalid := reader.read(spans.At(k), identity, service)
+				rec, invalid := reader.read(spans.At(k), identity, service, readServer)
 				if invalid {
 					sp.st.invalidRequest++
 				}
@@ -302,6 +307,7 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 		}
 		sp.groups = append(sp.groups, g)
 	}
+	newlyMarked := b.markOrphanServices(sp.recs)
 	for i := range sp.recs {
 		g := sp.groups[sp.frag[i]]
 		b.hold(g, &sp.recs[i])
@@ -310,7 +316,85 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 		r.lastSeen = now
 	}
 	b.spans += sp.st.spans
+	switch {
+	case newlyMarked:
+		// their SERVER spans buffered so far (this batch's too) were not read
+		sp.st.invalidRequest += b.readMarkedServers(b.fifo[b.head:])
+	case sp.markEpoch != b.names.markEpoch.Load():
+		// marked by another batch while this one was read
+		sp.st.invalidRequest += b.readMarkedServers(sp.groups)
+	}
 	return sp.st
+}
+
+// markOrphanServices marks the services of request-ID orphans (see
+// serviceTable); it reports whether one was new.
+func (b *buffer) markOrphanServices(recs []spanRec) bool {
+	newly := false
+	for i := range recs {
+		if r := &recs[i]; r.requestIDOrphan() && b.names.mark(r.service) {
+			newly = true
+		}
+	}
+	return newly
+}
+
+// readMarkedServers reads the request IDs of the groups' SERVER spans that
+// were left unread and whose service is now marked, and indexes them as
+// hold would have. It returns the count of unusable request-ID attributes.
+// Marks are rare (once per service), so walking the groups' pdata is too.
+func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
+	for _, g := range groups {
+		if g == nil || g.released || !g.hasUnreadMarked(b.names) {
+			continue
+		}
+		i := 0
+		rss := g.td.ResourceSpans()
+		for ri := 0; ri < rss.Len(); ri++ {
+			rs := rss.At(ri)
+			var identity *resourceIdentity
+			for _, ss := range rs.ScopeSpans().All() {
+				for _, span := range ss.Spans().All() {
+					if i == len(g.recs) {
+						return invalid // records and spans always match; never index past them
+					}
+					h := &g.recs[i]
+					i++
+					if !h.unreadServer || !b.names.marked(h.service) {
+						continue
+					}
+					if identity == nil {
+						id := b.reader.identityOf(rs.Resource().Attributes())
+						identity = &id
+					}
+					rec, bad := b.reader.read(span, *identity, h.service, true)
+					if bad {
+						invalid++
+					}
+					h.unreadServer = false
+					if rec.reqKey.empty() {
+						continue
+					}
+					h.ext = int32(len(g.ext))
+					g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
+					k := reqFold(rec.reqKey)
+					link(g, b.byReqKey.add(k, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, k)), req: true})
+				}
+			}
+		}
+	}
+	return invalid
+}
+
+// hasUnreadMarked reports whether some SERVER span of g was left unread
+// and its service is marked now.
+func (g *group) hasUnreadMarked(names *serviceTable) bool {
+	for i := range g.recs {
+		if h := &g.recs[i]; h.unreadServer && names.marked(h.service) {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *buffer) newGroup(tid pcommon.TraceID, td ptrace.Traces, now int64) *group {
@@ -337,6 +421,7 @@ type heldRec struct {
 	// orphanAtIngest: the parent was not in the span's group when the span
 	// arrived, so the span is in the buffer's byParent index.
 	orphanAtIngest bool
+	unreadServer   bool // see spanRec
 }
 
 type heldExt struct {
@@ -347,7 +432,7 @@ type heldExt struct {
 
 // hold keeps the record of a span moved into group g and indexes it.
 func (b *buffer) hold(g *group, rec *spanRec) {
-	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: rec.kind, ext: -1}
+	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: rec.kind, ext: -1, unreadServer: rec.unreadServer}
 	if !rec.reqKey.empty() {
 		if len(g.ext) == cap(g.ext) {
 			g.ext = b.exts.grow(g.ext)

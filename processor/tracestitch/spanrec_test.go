@@ -87,10 +87,18 @@ func TestRecReaderKeyOrder(t *testing.T) {
 			require.NoError(t, sp.Attributes().FromRaw(tc.span))
 			sp.Attributes().PutInt("guid:x-request-id", 1) // unusable: counted
 			sp.Attributes().PutStr("x-request-id", rid)
-			rec, invalid := r.read(sp, r.identityOf(rs.Resource().Attributes()), 0)
+			rec, invalid := r.read(sp, r.identityOf(rs.Resource().Attributes()), 0, true)
 			assert.True(t, invalid)
 			assert.Equal(t, requestIDKey(rid), rec.reqKey)
 			assert.Equal(t, instanceKey(tc.wantInstance), rec.instance)
+			assert.False(t, rec.unreadServer)
+
+			// a SERVER span of a service without orphans is left unread
+			rec, invalid = r.read(sp, r.identityOf(rs.Resource().Attributes()), 0, false)
+			assert.False(t, invalid)
+			assert.True(t, rec.reqKey.empty())
+			assert.Zero(t, rec.instance)
+			assert.True(t, rec.unreadServer)
 		})
 	}
 }

@@ -41,7 +41,7 @@ func recs(t *testing.T, spans ...ts) []spanRec {
 		rs := td.ResourceSpans().At(i)
 		sp := rs.ScopeSpans().At(0).Spans().At(0)
 		res := rs.Resource().Attributes()
-		rec, _ := r.read(sp, r.identityOf(res), testNames.intern(serviceName(res)))
+		rec, _ := r.read(sp, r.identityOf(res), testNames.intern(serviceName(res)), true)
 		out = append(out, rec)
 	}
 	return out

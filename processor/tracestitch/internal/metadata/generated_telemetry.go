@@ -88,7 +88,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorTracestitchRequestIDInvalid, err = builder.meter.Int64Counter(
 		"otelcol_processor_tracestitch_request_id_invalid",
-		metric.WithDescription("Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on SERVER spans and spans without a parent, the only ones the request-ID rule uses). [Development]"),
+		metric.WithDescription("Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on spans without a parent and on SERVER spans of services that produced a request-ID orphan, the only ones the request-ID rule uses). [Development]"),
 		metric.WithUnit("{spans}"),
 	)
 	errs = errors.Join(errs, err)

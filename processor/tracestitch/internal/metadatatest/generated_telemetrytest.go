@@ -72,7 +72,7 @@ func AssertEqualProcessorTracestitchLateSpans(t *testing.T, tt *componenttest.Te
 func AssertEqualProcessorTracestitchRequestIDInvalid(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_tracestitch_request_id_invalid",
-		Description: "Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on SERVER spans and spans without a parent, the only ones the request-ID rule uses). [Development]",
+		Description: "Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on spans without a parent and on SERVER spans of services that produced a request-ID orphan, the only ones the request-ID rule uses). [Development]",
 		Unit:        "{spans}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
