@@ -80,12 +80,53 @@ func (t *idTable) add(k uint64, v uint32) (uint32, bool) {
 	if s.lo|s.hi != 0 {
 		return s.val, true
 	}
+	t.fill(s, k, v)
+	return 0, false
+}
+
+// fill stores k and v in the empty slot s, growing the table past 70% load.
+func (t *idTable) fill(s *idSlot, k uint64, v uint32) {
 	s.lo, s.hi, s.val = uint32(k), uint32(k>>32), v
 	t.n++
 	if t.n*10 > len(t.slots)*7 {
 		t.resize(2 * len(t.slots))
 	}
+}
+
+// swap stores v under k and returns the value k had.
+func (t *idTable) swap(k uint64, v uint32) (uint32, bool) {
+	if k == 0 {
+		return 0, false
+	}
+	s := t.find(k)
+	if s.lo|s.hi != 0 {
+		old := s.val
+		s.val = v
+		return old, true
+	}
+	t.fill(s, k, v)
 	return 0, false
+}
+
+// reset empties the table and sizes it for n keys at most half full,
+// keeping its memory when it fits (scratch reused per unit; the memory of
+// a huge unit is not kept).
+func (t *idTable) reset(n int) {
+	size := idTableMin
+	for size < 2*n {
+		size *= 2
+	}
+	if c := cap(t.slots); c >= size && (c <= 4*size || c <= 1<<16) {
+		t.slots = t.slots[:size]
+		clear(t.slots)
+	} else {
+		t.slots = make([]idSlot, size)
+	}
+	if t.seed == 0 {
+		t.seed = rand.Uint64()
+	}
+	t.mask = uint64(size - 1)
+	t.n = 0
 }
 
 // del removes k if present.

@@ -7,9 +7,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestIDTableMatchesMap runs random adds, lookups and deletes against a Go
-// map, through growth and shrinking, with keys from a small pool (repeats)
-// and a tiny table (long probe runs that wrap around the end).
+// TestIDTableMatchesMap runs random adds, swaps, lookups, deletes and a
+// reset against a Go map, through growth and shrinking, with keys from a
+// small pool (repeats) and a tiny table (long probe runs that wrap around
+// the end).
 func TestIDTableMatchesMap(t *testing.T) {
 	for _, pool := range []int{40, 3000} {
 		rng := rand.New(rand.NewPCG(uint64(pool), 7))
@@ -23,6 +24,9 @@ func TestIDTableMatchesMap(t *testing.T) {
 		for step := range 200_000 {
 			k := keys[rng.IntN(pool)]
 			switch op := rng.IntN(10); {
+			case step == 60_000: // a reset empties the table
+				tab.reset(len(ref))
+				clear(ref)
 			case op < 5 && step < 120_000: // grow first, then drain (shrink)
 				old, had := tab.add(k, uint32(step))
 				want, wantHad := ref[k]
@@ -31,6 +35,12 @@ func TestIDTableMatchesMap(t *testing.T) {
 				if !had {
 					ref[k] = uint32(step)
 				}
+			case op < 6:
+				old, had := tab.swap(k, uint32(step))
+				want, wantHad := ref[k]
+				require.Equal(t, wantHad, had)
+				require.Equal(t, want, old)
+				ref[k] = uint32(step)
 			case op < 8:
 				tab.del(k)
 				delete(ref, k)

@@ -1,7 +1,6 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
-	"cmp"
 	"encoding/binary"
 	"slices"
 
@@ -132,9 +131,11 @@ type stitcher struct {
 	rel   releasedLookup
 	opts  stitchOptions
 
-	// ids are the records' span IDs, sorted: a unit is searched by binary
-	// search instead of building a map per unit.
-	ids      []idEntry
+	// byID finds a unit's records by span ID: the table holds the first
+	// record with an ID, sameID chains the others in record order. Both are
+	// scratch, sized to the unit on each run.
+	byID     idTable
+	sameID   []int32
 	parent   []int32 // in-unit parent, -1 if none
 	kind     []parentKind
 	method   []stitchMethod
@@ -154,22 +155,15 @@ type stitcher struct {
 	final []pcommon.TraceID
 }
 
-type idEntry struct {
-	id  uint64
-	rec int32
-}
-
 func spanKey(id pcommon.SpanID) uint64 { return binary.BigEndian.Uint64(id[:]) }
 
-// withID returns the records whose span ID is id.
-func (s *stitcher) withID(id pcommon.SpanID) []idEntry {
-	k := spanKey(id)
-	lo, _ := slices.BinarySearchFunc(s.ids, k, func(e idEntry, k uint64) int { return cmp.Compare(e.id, k) })
-	hi := lo
-	for hi < len(s.ids) && s.ids[hi].id == k {
-		hi++
+// firstWithID returns the first record whose span ID is id, -1 if none;
+// s.sameID[j] is the next after j.
+func (s *stitcher) firstWithID(id pcommon.SpanID) int32 {
+	if j, ok := s.byID.get(spanKey(id)); ok {
+		return int32(j)
 	}
-	return s.ids[lo:hi]
+	return -1
 }
 
 // idxList holds the records with one key; almost always one, kept inline.
@@ -235,25 +229,23 @@ type releasedEdge struct {
 func (s *stitcher) run(recs []spanRec, rel releasedLookup, opts stitchOptions) stitchResult {
 	n := len(recs)
 	s.recs, s.rel, s.opts = recs, rel, opts
-	s.ids = s.ids[:0]
+	s.byID.reset(n)
+	s.sameID = grow(s.sameID, n)
 	s.parent = grow(s.parent, n)
 	s.kind = grow(s.kind, n)
 	s.method = grow(s.method, n)
 	s.released = grow(s.released, n)
 	s.uf.p = grow(s.uf.p, n)
-	for i := range recs {
+	for i := n - 1; i >= 0; i-- { // backwards, so that chains are in record order
 		s.parent[i] = -1
 		s.uf.p[i] = int32(i)
+		s.sameID[i] = -1
 		if id := recs[i].spanID; !id.IsEmpty() {
-			s.ids = append(s.ids, idEntry{id: spanKey(id), rec: int32(i)})
+			if next, had := s.byID.swap(spanKey(id), uint32(i)); had {
+				s.sameID[i] = int32(next)
+			}
 		}
 	}
-	slices.SortFunc(s.ids, func(a, b idEntry) int {
-		if c := cmp.Compare(a.id, b.id); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.rec, b.rec)
-	})
 	for i := range recs {
 		s.resolveParent(i)
 	}
@@ -333,8 +325,7 @@ func (s *stitcher) joinReleasedTraces() {
 // sharedClient finds the single CLIENT span of i's trace that shares i's ID.
 func (s *stitcher) sharedClient(i int) (int, bool) {
 	found := -1
-	for _, e := range s.withID(s.recs[i].spanID) {
-		j := e.rec
+	for j := s.firstWithID(s.recs[i].spanID); j >= 0; j = s.sameID[j] {
 		if int(j) == i || s.recs[j].kind != ptrace.SpanKindClient || s.recs[j].traceID != s.recs[i].traceID {
 			continue
 		}
@@ -352,8 +343,7 @@ func (s *stitcher) sharedClient(i int) (int, bool) {
 func (s *stitcher) spanByID(child int, id pcommon.SpanID) (int, bool, bool) {
 	same, other := -1, -1
 	nSame, nOther := 0, 0
-	for _, e := range s.withID(id) {
-		j := e.rec
+	for j := s.firstWithID(id); j >= 0; j = s.sameID[j] {
 		if int(j) == child {
 			continue
 		}
