@@ -72,12 +72,24 @@ func (u *unit) markRewrites(recs []spanRec) {
 	}
 }
 func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string, orig *originalIDs) {
-	if tid := res.traceID[i]; tid != span.TraceID() {
-		span.Attributes().PutStr(originalTraceIDAttr, orig.hexOf(span.TraceID()))
-		span.SetTraceID(tid)
+	moved := res.traceID[i] != span.TraceID()
+	m := res.stitchedBy[i]
+	if added := b2i(moved) + b2i(m != methodNone); added > 0 {
+		// grow the attributes once, by what is added (appending would
+		// double them)
+		attrs := span.Attributes()
+		attrs.EnsureCapacity(attrs.Len() + added)
 	}
-	if m := res.stitchedBy[i]; m != methodNone {
-		span.Attributes().PutStr(stitchedByAttribute, m.String())
+	if moved {
+		span.Attributes().PutStr(originalTraceIDAttr, orig.hexOf(span.TraceID()))
+		span.SetTraceID(res.traceID[i])
+	}
+	if m == methodNone {
+		return
+	}
+	span.Attributes().PutStr(stitchedByAttribute, m.String())
+	if m != methodRequestID {
+		return // only request-ID stitches set a parent or a link
 	}
 	if p, ok := res.newParent[i]; ok {
 		span.SetParentSpanID(p)
@@ -88,4 +100,11 @@ func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAt
 		link.SetSpanID(l.spanID)
 		link.Attributes().PutStr(stitchedByAttribute, methodRequestID.String())
 	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
