@@ -188,6 +188,8 @@ type fragment struct {
 	traceID pcommon.TraceID
 	td      ptrace.Traces
 	pending int32 // spans of the current scope not yet moved
+	spans   int32
+	withKey int32 // spans with a request ID
 }
 
 var splitPool = sync.Pool{New: func() any {
@@ -233,6 +235,10 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 					sp.byTrace[rec.traceID] = f
 				}
 				sp.frags[f].pending++
+				sp.frags[f].spans++
+				if !rec.reqKey.empty() {
+					sp.frags[f].withKey++
+				}
 				sp.recs = append(sp.recs, rec)
 				sp.frag = append(sp.frag, f)
 				sp.st.spans++
@@ -308,6 +314,13 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 		sp.groups = append(sp.groups, g)
 	}
 	newlyMarked := b.markOrphanServices(sp.recs)
+	// room for each fragment's records at once: a group's records grow
+	// to their size class in one step, not by doubling
+	for f, fr := range sp.frags {
+		g := sp.groups[f]
+		g.recs = b.recs.reserve(g.recs, int(fr.spans))
+		g.ext = b.exts.reserve(g.ext, int(fr.withKey))
+	}
 	for i := range sp.recs {
 		g := sp.groups[sp.frag[i]]
 		b.hold(g, &sp.recs[i])
@@ -434,15 +447,11 @@ type heldExt struct {
 func (b *buffer) hold(g *group, rec *spanRec) {
 	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: rec.kind, ext: -1, unreadServer: rec.unreadServer}
 	if !rec.reqKey.empty() {
-		if len(g.ext) == cap(g.ext) {
-			g.ext = b.exts.grow(g.ext)
-		}
+		g.ext = b.exts.reserve(g.ext, 1)
 		h.ext = int32(len(g.ext))
 		g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
 	}
-	if len(g.recs) == cap(g.recs) {
-		g.recs = b.recs.grow(g.recs)
-	}
+	g.recs = b.recs.reserve(g.recs, 1) // room was made per fragment in add
 	g.recs = append(g.recs, h)
 	b.index(g, &g.recs[len(g.recs)-1], rec.reqKey)
 }
@@ -866,45 +875,53 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 // slicePool recycles the record slices of released groups: records are the
 // buffer's own per-span memory, and reusing it keeps a steady flow from
 // allocating (and the garbage collector from sweeping) it again. Slices
-// are pooled by power-of-two capacity, up to a bounded total.
+// come in size classes four per doubling (at most 25% unused room, which
+// is memory every buffered span pays), pooled up to a bounded total.
 type slicePool[T any] struct {
-	free   [poolClasses][][]T
+	free   [len(poolCaps)][][]T
 	pooled int // elements held
 }
 
-const (
-	poolMinCap  = 8
-	poolClasses = 10      // capacities 8 … 4096
-	poolMax     = 1 << 17 // at most this many pooled elements per pool
-)
+// poolCaps are the pooled capacities: every count up to 8, then four
+// classes per doubling up to 4096.
+var poolCaps = [...]int{
+	1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64,
+	80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+	1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
+}
 
-func poolClass(c int) int {
-	k := 0
-	for c > poolMinCap<<k && k < poolClasses {
-		k++
-	}
+const poolMax = 1 << 17 // at most this many pooled elements per pool
+
+// poolClass is the smallest class holding n elements, len(poolCaps) if none.
+func poolClass(n int) int {
+	k, _ := slices.BinarySearch(poolCaps[:], n)
 	return k
 }
 
 // get returns an empty slice with room for at least n elements.
 func (p *slicePool[T]) get(n int) []T {
-	k := poolClass(max(n, poolMinCap))
-	if k < poolClasses {
-		if l := len(p.free[k]); l > 0 {
-			s := p.free[k][l-1]
-			p.free[k][l-1] = nil
-			p.free[k] = p.free[k][:l-1]
-			p.pooled -= cap(s)
-			return s
-		}
-		return make([]T, 0, poolMinCap<<k)
+	k := poolClass(n)
+	if k == len(poolCaps) {
+		return make([]T, 0, n)
 	}
-	return make([]T, 0, n)
+	if l := len(p.free[k]); l > 0 {
+		s := p.free[k][l-1]
+		p.free[k][l-1] = nil
+		p.free[k] = p.free[k][:l-1]
+		p.pooled -= cap(s)
+		return s
+	}
+	return make([]T, 0, poolCaps[k])
 }
 
-// grow returns s with room for one more element, recycling s.
-func (p *slicePool[T]) grow(s []T) []T {
-	g := p.get(2 * len(s))
+// reserve returns s with room for extra more elements, recycling s when
+// it moves. Growing by at least a quarter keeps a long trace arriving in
+// many small batches from copying its records once per batch.
+func (p *slicePool[T]) reserve(s []T, extra int) []T {
+	if cap(s)-len(s) >= extra {
+		return s
+	}
+	g := p.get(max(len(s)+extra, len(s)+len(s)/4))
 	g = append(g, s...)
 	p.put(s)
 	return g
@@ -912,11 +929,8 @@ func (p *slicePool[T]) grow(s []T) []T {
 
 func (p *slicePool[T]) put(s []T) {
 	c := cap(s)
-	if c < poolMinCap || c&(c-1) != 0 || p.pooled+c > poolMax {
-		return
-	}
 	k := poolClass(c)
-	if k >= poolClasses {
+	if k == len(poolCaps) || poolCaps[k] != c || p.pooled+c > poolMax {
 		return
 	}
 	p.free[k] = append(p.free[k], s[:0])
