@@ -18,24 +18,50 @@ import (
 type group struct {
 	traceID pcommon.TraceID
 	seq     uint64 // creation order
-	ref     uint32 // handle in the buffer's indexes
 	td      ptrace.Traces
 	recs    []heldRec
 	ext     []heldExt
 
 	// unit bookkeeping, valid on the root group only.
 	parent    *group
-	members   []*group
 	spans     int
 	firstSeen int64 // ns on the buffer's clock
 	lastSeen  int64
-	released  bool
-	// external: some key of this group (span ID, parent, request ID) was
-	// seen in another group, so releasing it must gather. A group that
-	// never met another leaves alone without looking at its indexes.
-	external bool
-	// links are those shared keys: gather follows them only.
+	// met is what only groups that met another have (most never do).
+	met      *groupMet
+	ref      uint32 // handle in the buffer's indexes
+	released bool
+}
+
+type groupMet struct {
+	// members of a unit that merged, on its root (the root first).
+	members []*group
+	// links are the keys (span ID, parent, request ID) of this group that
+	// were seen in another group, so releasing it must gather, following
+	// these only. A group without links leaves alone without looking at
+	// its indexes.
 	links []linkKey
+}
+
+func (g *group) members() []*group {
+	if g.met == nil {
+		return nil
+	}
+	return g.met.members
+}
+
+func (g *group) links() []linkKey {
+	if g.met == nil {
+		return nil
+	}
+	return g.met.links
+}
+
+func (g *group) meet() *groupMet {
+	if g.met == nil {
+		g.met = &groupMet{}
+	}
+	return g.met
 }
 
 // linkKey is a key a group shares with another: a span ID (held, or
@@ -48,17 +74,17 @@ type linkKey struct {
 // memberCount and member walk a unit root's groups; a unit that never
 // merged is just its root (no slice allocated).
 func (g *group) memberCount() int {
-	if g.members == nil {
-		return 1
+	if m := g.members(); m != nil {
+		return len(m)
 	}
-	return len(g.members)
+	return 1
 }
 
 func (g *group) member(i int) *group {
-	if g.members == nil {
-		return g
+	if m := g.members(); m != nil {
+		return m[i]
 	}
-	return g.members[i]
+	return g
 }
 
 func (g *group) root() *group {
@@ -373,7 +399,7 @@ func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
 					}
 					h := &g.recs[i]
 					i++
-					if !h.unreadServer || !b.names.marked(h.service) {
+					if !h.has(unreadServer) || !b.names.marked(h.service) {
 						continue
 					}
 					if identity == nil {
@@ -384,7 +410,7 @@ func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
 					if bad {
 						invalid++
 					}
-					h.unreadServer = false
+					h.set(unreadServer, false)
 					if rec.reqKey.empty() {
 						continue
 					}
@@ -403,7 +429,7 @@ func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
 // and its service is marked now.
 func (g *group) hasUnreadMarked(names *serviceTable) bool {
 	for i := range g.recs {
-		if h := &g.recs[i]; h.unreadServer && names.marked(h.service) {
+		if h := &g.recs[i]; h.has(unreadServer) && names.marked(h.service) {
 			return true
 		}
 	}
@@ -426,15 +452,33 @@ func (b *buffer) clock(t time.Time) int64 { return int64(t.Sub(b.epoch)) }
 // heldRec is a buffered span's record as the buffer keeps it: the trace
 // ID is the group's, and the request-ID fields are kept apart (heldExt)
 // for the spans that have a request ID. See spanRec for the fields.
+// It is 24 bytes: every buffered span has one.
 type heldRec struct {
 	spanID, parentID pcommon.SpanID
-	service          serviceID
 	ext              int32 // index in group.ext, -1 for none
-	kind             ptrace.SpanKind
+	service          serviceID
+	kind             uint8 // ptrace.SpanKind
+	flags            heldFlags
+}
+
+type heldFlags uint8
+
+const (
 	// orphanAtIngest: the parent was not in the span's group when the span
 	// arrived, so the span is in the buffer's byParent index.
-	orphanAtIngest bool
-	unreadServer   bool // see spanRec
+	orphanAtIngest heldFlags = 1 << iota
+	// unreadServer: see spanRec.
+	unreadServer
+)
+
+func (h *heldRec) has(f heldFlags) bool { return h.flags&f != 0 }
+
+func (h *heldRec) set(f heldFlags, on bool) {
+	if on {
+		h.flags |= f
+	} else {
+		h.flags &^= f
+	}
 }
 
 type heldExt struct {
@@ -445,7 +489,8 @@ type heldExt struct {
 
 // hold keeps the record of a span moved into group g and indexes it.
 func (b *buffer) hold(g *group, rec *spanRec) {
-	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: rec.kind, ext: -1, unreadServer: rec.unreadServer}
+	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: uint8(rec.kind), ext: -1}
+	h.set(unreadServer, rec.unreadServer)
 	if !rec.reqKey.empty() {
 		g.ext = b.exts.reserve(g.ext, 1)
 		h.ext = int32(len(g.ext))
@@ -460,7 +505,7 @@ func (b *buffer) hold(g *group, rec *spanRec) {
 func (g *group) expand(out []spanRec) []spanRec {
 	for i := range g.recs {
 		h := &g.recs[i]
-		r := spanRec{traceID: g.traceID, spanID: h.spanID, parentID: h.parentID, kind: h.kind, service: h.service}
+		r := spanRec{traceID: g.traceID, spanID: h.spanID, parentID: h.parentID, kind: ptrace.SpanKind(h.kind), service: h.service}
 		if h.ext >= 0 {
 			e := &g.ext[h.ext]
 			r.start, r.end, r.instance, r.reqKey = e.start, e.end, e.instance, e.reqKey
@@ -479,7 +524,7 @@ func (g *group) reqKeyOf(h *heldRec) reqKey {
 }
 
 // index records the span's keys and notes every meeting with another
-// group (see group.external); each relation gather follows is noticed by
+// group (see groupMet.links); each relation gather follows is noticed by
 // whichever of its two ends arrives second.
 func (b *buffer) index(g *group, rec *heldRec, key reqKey) {
 	if id := rec.spanID; !id.IsEmpty() {
@@ -497,7 +542,7 @@ func (b *buffer) index(g *group, rec *heldRec, key reqKey) {
 		k := spanKey(p)
 		link(g, b.bySpanID.first(k), linkKey{id: p}) // a parent in another trace ID
 		link(g, b.byParent.add(k, g), linkKey{id: p})
-		rec.orphanAtIngest = true
+		rec.set(orphanAtIngest, true)
 	}
 	if !key.empty() {
 		h := reqFold(key)
@@ -511,7 +556,7 @@ func reqFold(k reqKey) uint64 { return max(k.hash64(), 1) }
 
 // alone reports a unit of one group that never met another.
 func (b *buffer) alone(r *group) bool {
-	return r.members == nil && !r.external && !b.gatherAlways
+	return r.met == nil && !b.gatherAlways
 }
 
 // link notes that two groups share a key.
@@ -520,9 +565,9 @@ func link(g, other *group, k linkKey) {
 		return
 	}
 	for _, x := range [2]*group{g, other} {
-		x.external = true
-		if n := len(x.links); n == 0 || x.links[n-1] != k {
-			x.links = append(x.links, k)
+		m := x.meet()
+		if n := len(m.links); n == 0 || m.links[n-1] != k {
+			m.links = append(m.links, k)
 		}
 	}
 }
@@ -762,7 +807,7 @@ func (b *buffer) gather(r *group) *group {
 		// second one came (index): following those finds the same groups
 		// as following every key of every span (FuzzStitch compares both).
 		for mi := 0; mi < r.memberCount(); mi++ {
-			for _, k := range r.member(mi).links {
+			for _, k := range r.member(mi).links() {
 				if k.req {
 					byReq(binary.LittleEndian.Uint64(k.id[:]))
 				} else {
@@ -781,7 +826,7 @@ func (b *buffer) gather(r *group) *group {
 			}
 			// A parent that was in the group when the span came is a record
 			// of the unit: its own span ID leads to its group and siblings.
-			if rec.orphanAtIngest {
+			if rec.has(orphanAtIngest) {
 				bySpan(rec.parentID)
 			}
 			if key := m.reqKeyOf(rec); !key.empty() {
@@ -795,15 +840,16 @@ func (b *buffer) gather(r *group) *group {
 // merge folds unit o into unit r.
 func (b *buffer) merge(r, o *group) {
 	o.parent = r
-	if r.members == nil {
-		r.members = []*group{r}
+	rm := r.meet()
+	if rm.members == nil {
+		rm.members = []*group{r}
 	}
-	if o.members == nil {
-		r.members = append(r.members, o)
+	if om := o.members(); om == nil {
+		rm.members = append(rm.members, o)
 	} else {
-		r.members = append(r.members, o.members...)
+		rm.members = append(rm.members, om...)
+		o.met.members = nil
 	}
-	o.members = nil
 	r.spans += o.spans
 	r.firstSeen = min(r.firstSeen, o.firstSeen)
 	r.lastSeen = max(r.lastSeen, o.lastSeen)
@@ -812,7 +858,7 @@ func (b *buffer) merge(r, o *group) {
 // detach removes unit r from the buffer and its indexes and decides how it
 // is stitched. The pdata is rewritten later, outside the lock.
 func (b *buffer) detach(r *group, now time.Time) *unit {
-	u := &unit{groups: r.members, spans: r.spans}
+	u := &unit{groups: r.members(), spans: r.spans}
 	if u.groups == nil {
 		u.one[0] = r
 		u.groups = u.one[:]
@@ -850,7 +896,7 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 			if key := m.reqKeyOf(h); !key.empty() {
 				b.byReqKey.delete(reqFold(key))
 			}
-			if h.orphanAtIngest {
+			if h.has(orphanAtIngest) {
 				b.byParent.dropReleased(spanKey(h.parentID))
 			}
 		}

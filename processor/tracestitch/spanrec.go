@@ -270,7 +270,7 @@ func serviceName(res pcommon.Map) string {
 }
 
 // serviceID is an interned service name; 0 is unknown (or over the cap).
-type serviceID uint32
+type serviceID uint16 // maxInternedServices fits
 
 // maxInternedServices bounds the service table; later services are
 // remembered as unknown.
