@@ -151,6 +151,9 @@ type buffer struct {
 	exts     slicePool[heldExt]
 	unitRecs []spanRec // scratch: the records of the unit being released
 
+	// touched keeps the loads of idTable.touch from being optimized away.
+	touched uint32
+
 	// gatherAlways turns off both release shortcuts (groups that never met
 	// another, and following only shared keys): every release then follows
 	// every key of every span. Tests compare both ways.
@@ -339,6 +342,11 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 		}
 		sp.groups = append(sp.groups, g)
 	}
+	var touched uint32
+	for i := range sp.recs {
+		touched ^= b.bySpanID.one.touch(spanKey(sp.recs[i].spanID)) ^ b.bySpanID.one.touch(spanKey(sp.recs[i].parentID))
+	}
+	b.touched ^= touched
 	newlyMarked := b.markOrphanServices(sp.recs)
 	// room for each fragment's records at once: a group's records grow
 	// to their size class in one step, not by doubling
@@ -884,6 +892,11 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
 	alone := b.alone(r)
+	var touched uint32
+	for i := range recs {
+		touched ^= b.bySpanID.one.touch(spanKey(recs[i].spanID))
+	}
+	b.touched ^= touched
 	for _, m := range u.groups {
 		for i := range m.recs {
 			h := &m.recs[i]
