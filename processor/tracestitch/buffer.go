@@ -207,9 +207,9 @@ type batchSplit struct {
 	// scratch
 	spare   []ptrace.Traces // emptied fragment containers, for reuse
 	byTrace map[pcommon.TraceID]int32
-	rsDests map[int32]ptrace.ResourceSpans
-	ssDests map[int32]ptrace.SpanSlice
 	groups  []*group
+	// stamps of the current source resource and scope (see fragment)
+	rsStamp, ssStamp uint64
 }
 
 // fragment holds the spans of one trace ID of a batch.
@@ -219,14 +219,15 @@ type fragment struct {
 	pending int32 // spans of the current scope not yet moved
 	spans   int32
 	withKey int32 // spans with a request ID
+	// the fragment's copies of the current source resource and scope,
+	// valid while the stamps are the split's
+	rsDest           ptrace.ResourceSpans
+	ssDest           ptrace.SpanSlice
+	rsStamp, ssStamp uint64
 }
 
 var splitPool = sync.Pool{New: func() any {
-	return &batchSplit{
-		byTrace: make(map[pcommon.TraceID]int32),
-		rsDests: make(map[int32]ptrace.ResourceSpans),
-		ssDests: make(map[int32]ptrace.SpanSlice),
-	}
+	return &batchSplit{byTrace: make(map[pcommon.TraceID]int32)}
 }}
 
 // split moves every span of td into a fragment of its trace ID and reads
@@ -241,27 +242,32 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 		service := names.intern(serviceName(resAttrs))
 		identity := reader.identityOf(resAttrs)
 		readServer := names.marked(service)
-		clear(sp.rsDests)
+		sp.rsStamp++
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			ss := sss.At(j)
 			last := int32(-1)
 			var lastDest ptrace.SpanSlice
-			clear(sp.ssDests)
+			sp.ssStamp++
 			spans := ss.Spans()
 			// First the records and each span's fragment, counting the spans
 			// per fragment so that each destination is allocated once.
 			base := len(sp.recs)
+			prevF := int32(-1)
 			for k := 0; k < spans.Len(); k++ {
 				rec, invalid := reader.read(spans.At(k), identity, service, readServer)
 				if invalid {
 					sp.st.invalidRequest++
 				}
-				f, ok := sp.byTrace[rec.traceID]
-				if !ok {
-					f = int32(len(sp.frags))
-					sp.frags = append(sp.frags, fragment{traceID: rec.traceID, td: sp.container()})
-					sp.byTrace[rec.traceID] = f
+				f := prevF
+				if f < 0 || rec.traceID != sp.frags[f].traceID { // runs of one trace are common
+					var ok bool
+					if f, ok = sp.byTrace[rec.traceID]; !ok {
+						f = int32(len(sp.frags))
+						sp.frags = append(sp.frags, fragment{traceID: rec.traceID, td: sp.container()})
+						sp.byTrace[rec.traceID] = f
+					}
+					prevF = f
 				}
 				sp.frags[f].pending++
 				sp.frags[f].spans++
@@ -276,24 +282,23 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 				span := spans.At(k)
 				f := sp.frag[base+k]
 				if f != last {
-					dest, ok := sp.ssDests[f]
-					if !ok {
-						rsDest, ok := sp.rsDests[f]
-						if !ok {
-							rsDest = sp.frags[f].td.ResourceSpans().AppendEmpty()
-							rs.Resource().CopyTo(rsDest.Resource())
-							rsDest.SetSchemaUrl(rs.SchemaUrl())
-							sp.rsDests[f] = rsDest
+					fr := &sp.frags[f]
+					if fr.ssStamp != sp.ssStamp {
+						if fr.rsStamp != sp.rsStamp {
+							fr.rsDest = fr.td.ResourceSpans().AppendEmpty()
+							rs.Resource().CopyTo(fr.rsDest.Resource())
+							fr.rsDest.SetSchemaUrl(rs.SchemaUrl())
+							fr.rsStamp = sp.rsStamp
 						}
-						ssDest := rsDest.ScopeSpans().AppendEmpty()
+						ssDest := fr.rsDest.ScopeSpans().AppendEmpty()
 						ss.Scope().CopyTo(ssDest.Scope())
 						ssDest.SetSchemaUrl(ss.SchemaUrl())
-						dest = ssDest.Spans()
-						dest.EnsureCapacity(int(sp.frags[f].pending))
-						sp.frags[f].pending = 0
-						sp.ssDests[f] = dest
+						fr.ssDest = ssDest.Spans()
+						fr.ssDest.EnsureCapacity(int(fr.pending))
+						fr.pending = 0
+						fr.ssStamp = sp.ssStamp
 					}
-					last, lastDest = f, dest
+					last, lastDest = f, fr.ssDest
 				}
 				span.MoveTo(lastDest.AppendEmpty())
 			}
@@ -320,8 +325,6 @@ func (sp *batchSplit) reset() bool {
 	sp.frags, sp.recs, sp.frag, sp.groups = sp.frags[:0], sp.recs[:0], sp.frag[:0], sp.groups[:0]
 	sp.st = addStats{}
 	clear(sp.byTrace)
-	clear(sp.rsDests)
-	clear(sp.ssDests)
 	return true
 }
 
