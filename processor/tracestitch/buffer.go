@@ -422,13 +422,10 @@ func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
 						invalid++
 					}
 					h.set(unreadServer, false)
-					if rec.reqKey.empty() {
-						continue
+					if !rec.reqKey.empty() {
+						b.keepRequestID(g, h, &rec)
+						b.indexRequestID(g, rec.reqKey)
 					}
-					h.ext = int32(len(g.ext))
-					g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
-					k := reqFold(rec.reqKey)
-					link(g, b.byReqKey.add(k, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, k)), req: true})
 				}
 			}
 		}
@@ -503,13 +500,19 @@ func (b *buffer) hold(g *group, rec *spanRec) {
 	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: uint8(rec.kind), ext: -1}
 	h.set(unreadServer, rec.unreadServer)
 	if !rec.reqKey.empty() {
-		g.ext = b.exts.reserve(g.ext, 1)
-		h.ext = int32(len(g.ext))
-		g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
+		b.keepRequestID(g, &h, rec)
 	}
 	g.recs = b.recs.reserve(g.recs, 1) // room was made per fragment in add
 	g.recs = append(g.recs, h)
 	b.index(g, &g.recs[len(g.recs)-1], rec.reqKey)
+}
+
+// keepRequestID stores the request-ID fields of rec (which has a request
+// ID) for g's held record h.
+func (b *buffer) keepRequestID(g *group, h *heldRec, rec *spanRec) {
+	g.ext = b.exts.reserve(g.ext, 1)
+	h.ext = int32(len(g.ext))
+	g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
 }
 
 // expand appends the full records of group g to out.
@@ -556,9 +559,15 @@ func (b *buffer) index(g *group, rec *heldRec, key reqKey) {
 		rec.set(orphanAtIngest, true)
 	}
 	if !key.empty() {
-		h := reqFold(key)
-		link(g, b.byReqKey.add(h, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, h)), req: true})
+		b.indexRequestID(g, key)
 	}
+}
+
+// indexRequestID indexes a request ID of g and notes a meeting with
+// another group holding it.
+func (b *buffer) indexRequestID(g *group, key reqKey) {
+	k := reqFold(key)
+	link(g, b.byReqKey.add(k, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, k)), req: true})
 }
 
 // reqFold is a request ID's key in the buffer's index: its 64-bit fold (a
