@@ -62,9 +62,7 @@ func (u *unit) markRewrites(recs []spanRec) {
 	lo := 0
 	for k, n := range u.groupSpans {
 		hi := lo + n
-		if res.newParent != nil || res.linkTo != nil {
-			u.rewrite[k] = true
-		}
+		// a new parent or link goes with a stitch method, so this covers them
 		for i := lo; i < hi && !u.rewrite[k]; i++ {
 			u.rewrite[k] = res.traceID[i] != recs[i].traceID || res.stitchedBy[i] != methodNone
 		}
