@@ -105,8 +105,10 @@ type unit struct {
 	rewrite    []bool // per group: some span is rewritten (nil: none)
 	result     stitchResult
 	spans      int
-	one        [1]*group // groups of a unit of one group, without allocating
-	oneSpans   [1]int
+	// recLo, recHi: the unit's records in its release's stitchStage.recs
+	recLo, recHi int
+	one          [1]*group // groups of a unit of one group, without allocating
+	oneSpans     [1]int
 }
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
@@ -117,9 +119,6 @@ type buffer struct {
 	wait, maxWait time.Duration
 	maxSpans      int
 	reader        recReader
-	stitchOpts    stitchOptions
-	stitcher      *stitcher
-	released      *releasedIndex
 
 	groups map[pcommon.TraceID]*group
 	// bySpanID: groups holding a span with this ID.
@@ -149,7 +148,6 @@ type buffer struct {
 	seenKey  map[uint64]struct{}
 	recs     slicePool[heldRec]
 	exts     slicePool[heldExt]
-	unitRecs []spanRec // scratch: the records of the unit being released
 
 	// touched keeps the loads of idTable.touch from being optimized away.
 	touched uint32
@@ -169,13 +167,6 @@ func newBuffer(cfg *Config) *buffer {
 		maxWait:  cfg.MaxWait,
 		maxSpans: cfg.MaxBufferedSpans,
 		reader:   newRecReader(cfg),
-		stitchOpts: stitchOptions{
-			requestID: cfg.RequestID.Enabled,
-			tolerance: uint64(cfg.RequestID.TimeTolerance.Nanoseconds()),
-			link:      cfg.StitchMode == StitchModeLink,
-		},
-		stitcher: newStitcher(names),
-		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 		groups:   make(map[pcommon.TraceID]*group),
 		seenSpan: make(map[pcommon.SpanID]struct{}),
 		seenKey:  make(map[uint64]struct{}),
@@ -716,13 +707,9 @@ func (b *buffer) deadline(r *group) int64 {
 	return min(r.lastSeen+int64(b.wait), r.firstSeen+int64(b.maxWait))
 }
 
-// releaseDue returns the units whose deadline has passed.
-func (b *buffer) releaseDue(wall time.Time) []*unit {
-	var out []*unit
-	// Expire after releasing: units due now may still use entries that are
-	// due to expire now.
-	defer b.released.expire(wall)
-	now := b.clock(wall)
+// releaseDue detaches the units whose deadline has passed into rel.
+func (b *buffer) releaseDue(rel *release) {
+	now := b.clock(rel.now)
 	for len(b.due) > 0 && b.due[0].at <= now {
 		g := b.due.pop().g
 		if g.released || g.parent != nil {
@@ -738,15 +725,13 @@ func (b *buffer) releaseDue(wall time.Time) []*unit {
 			b.due.push(deadlineEntry{at: d, g: r})
 			continue
 		}
-		out = append(out, b.detach(r, wall))
+		b.detach(r, rel)
 	}
-	return out
 }
 
-// evictOverCapacity releases the oldest units until the buffer is within
-// max_buffered_spans.
-func (b *buffer) evictOverCapacity(now time.Time) []*unit {
-	var out []*unit
+// evictOverCapacity detaches the oldest units into rel until the buffer is
+// within max_buffered_spans.
+func (b *buffer) evictOverCapacity(rel *release) {
 	for b.spans > b.maxSpans && b.head < len(b.fifo) {
 		g := b.fifo[b.head]
 		b.fifo[b.head] = nil
@@ -754,25 +739,22 @@ func (b *buffer) evictOverCapacity(now time.Time) []*unit {
 		if g.released {
 			continue
 		}
-		out = append(out, b.detach(b.gather(g.root()), now))
+		b.detach(b.gather(g.root()), rel)
 	}
 	b.compactFIFO()
-	return out
 }
 
-// releaseAll releases everything, oldest first (Shutdown).
-func (b *buffer) releaseAll(now time.Time) []*unit {
-	var out []*unit
+// releaseAll detaches everything into rel, oldest first (Shutdown).
+func (b *buffer) releaseAll(rel *release) {
 	for ; b.head < len(b.fifo); b.head++ {
 		g := b.fifo[b.head]
 		b.fifo[b.head] = nil
 		if !g.released {
-			out = append(out, b.detach(b.gather(g.root()), now))
+			b.detach(b.gather(g.root()), rel)
 		}
 	}
 	b.compactFIFO()
 	b.due = b.due[:0]
-	return out
 }
 
 func (b *buffer) compactFIFO() {
@@ -875,9 +857,10 @@ func (b *buffer) merge(r, o *group) {
 	r.lastSeen = max(r.lastSeen, o.lastSeen)
 }
 
-// detach removes unit r from the buffer and its indexes and decides how it
-// is stitched. The pdata is rewritten later, outside the lock.
-func (b *buffer) detach(r *group, now time.Time) *unit {
+// detach removes unit r from the buffer and its indexes, and adds it and
+// its records to rel, to be stitched outside the buffer lock (see
+// stitchStage).
+func (b *buffer) detach(r *group, rel *release) {
 	u := &unit{groups: r.members(), spans: r.spans}
 	if u.groups == nil {
 		u.one[0] = r
@@ -891,7 +874,8 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 		// a parent cycle is cut): records go in creation order.
 		slices.SortFunc(u.groups, func(a, b *group) int { return cmp.Compare(a.seq, b.seq) })
 	}
-	recs := b.unitRecs[:0]
+	u.recLo = len(rel.recs)
+	recs := rel.recs
 	for k, m := range u.groups {
 		recs = m.expand(recs)
 		u.groupSpans[k] = len(m.recs)
@@ -900,7 +884,9 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 			delete(b.groups, m.traceID)
 		}
 	}
-	b.unitRecs = recs
+	rel.recs = recs
+	u.recHi = len(recs)
+	recs = recs[u.recLo:]
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
 	alone := b.alone(r)
@@ -934,13 +920,7 @@ func (b *buffer) detach(r *group, now time.Time) *unit {
 		b.refs.release(m.ref)
 	}
 	b.spans -= u.spans
-	u.result = b.stitcher.run(recs, b.released, b.stitchOpts)
-	b.released.add(recs, b.stitcher.final, now)
-	u.markRewrites(recs)
-	if cap(recs) > poolMax {
-		b.unitRecs = nil // do not keep the scratch of a huge unit
-	}
-	return u
+	rel.units = append(rel.units, u)
 }
 
 // slicePool recycles the record slices of released groups: records are the

@@ -46,8 +46,11 @@ type tracestitchProcessor struct {
 	blamed  map[string]bool
 	blameMu sync.Mutex
 
-	mu  sync.Mutex
-	buf *buffer
+	// mu guards buf and the order of releases; a release detaches its
+	// units under mu and stitches them in stage after letting mu go.
+	mu    sync.Mutex
+	buf   *buffer
+	stage *stitchStage
 
 	lifecycle sync.Mutex
 	started   bool
@@ -63,6 +66,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*t
 	if err != nil {
 		return nil, err
 	}
+	buf := newBuffer(cfg)
 	return &tracestitchProcessor{
 		cfg:    cfg,
 		logger: set.Logger,
@@ -71,7 +75,8 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*t
 		now:    time.Now,
 		tick:   tickInterval(cfg.WaitDuration),
 		blamed: map[string]bool{},
-		buf:    newBuffer(cfg),
+		buf:    buf,
+		stage:  newStitchStage(cfg, buf.names),
 	}, nil
 }
 
@@ -130,9 +135,7 @@ func (p *tracestitchProcessor) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
-	p.mu.Lock()
-	units := p.buf.releaseAll(p.now())
-	p.mu.Unlock()
+	units := p.release((*buffer).releaseAll)
 	// Flush in the background so that a consumer that blocks cannot hold
 	// Shutdown past its context; what is not handed on by then is counted.
 	flushed := make(chan struct{})
@@ -159,12 +162,19 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	sp := splitPool.Get().(*batchSplit)
 	sp.split(td, &p.buf.reader, p.buf.names)
 	p.mu.Lock()
-	st := p.buf.add(sp, p.now())
-	var evicted []*unit
+	now := p.now()
+	st := p.buf.add(sp, now)
+	var eviction *release
 	if p.buf.spans > p.buf.maxSpans {
-		evicted = p.buf.evictOverCapacity(p.now())
+		// detached before the lock is let go: the buffer never holds more
+		eviction = p.stage.begin(now)
+		p.buf.evictOverCapacity(eviction)
 	}
 	p.mu.Unlock()
+	var evicted []*unit
+	if eviction != nil {
+		evicted = p.stage.run(eviction)
+	}
 	if sp.reset() {
 		splitPool.Put(sp)
 	}
@@ -183,10 +193,16 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 
 // releaseDue hands every unit whose wait is over downstream.
 func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
+	p.emit(ctx, p.release((*buffer).releaseDue))
+}
+
+// release detaches units from the buffer with detach and stitches them.
+func (p *tracestitchProcessor) release(detach func(*buffer, *release)) []*unit {
 	p.mu.Lock()
-	units := p.buf.releaseDue(p.now())
+	rel := p.stage.begin(p.now())
+	detach(p.buf, rel)
 	p.mu.Unlock()
-	p.emit(ctx, units)
+	return p.stage.run(rel)
 }
 
 func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {

@@ -132,6 +132,46 @@ func TestLateFragmentJoinsReleasedTrace(t *testing.T) {
 	h.shutdown()
 }
 
+// TestReleasesStitchInTurn: releases are stitched outside the buffer lock,
+// in the order they were detached. Here the later release is ready first;
+// it must wait, or it would not find the earlier one's spans in the
+// released-span index and the late fragment would stay apart.
+func TestReleasesStitchInTurn(t *testing.T) {
+	h := newHarness(t, nil)
+	h.p.buf.names.mark(h.p.buf.names.intern(pp))
+	detachDue := func() *release {
+		h.p.mu.Lock()
+		defer h.p.mu.Unlock()
+		rel := h.p.stage.begin(h.clock.Now())
+		h.p.buf.releaseDue(rel)
+		return rel
+	}
+	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})
+	h.clock.Add(2 * time.Second)
+	first := detachDue()
+	h.send(
+		ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34},
+		ts{trace: traceB, id: "2222222222222222", kind: S, service: rv, node: rv1, rid: rid, start: 4, end: 33},
+	)
+	h.clock.Add(2 * time.Second)
+	second := detachDue()
+	require.Len(t, first.units, 1)
+	require.Len(t, second.units, 1)
+
+	secondDone := make(chan []*unit)
+	go func() { secondDone <- h.p.stage.run(second) }()
+	time.Sleep(50 * time.Millisecond) // time to jump the queue, were it allowed
+	h.p.emit(context.Background(), h.p.stage.run(first))
+	h.p.emit(context.Background(), <-secondDone)
+
+	out := h.out()
+	c := find(t, out, "2222222222222222", C)
+	assert.Equal(t, pad(traceA), c.traceID, "stitched to the span of the earlier release")
+	assert.Equal(t, "1111111111111111", c.parentID)
+	assert.Equal(t, pad(traceA), find(t, out, "2222222222222222", S).traceID)
+	h.shutdown()
+}
+
 // TestFirstOrphanAfterItsIngressLeft: SERVER spans' request IDs are read
 // only for services that produced a request-ID orphan. Their buffered
 // SERVER spans are read when the first orphan comes (TestStitching's

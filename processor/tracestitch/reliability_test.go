@@ -289,10 +289,10 @@ func TestFloodStaysBounded(t *testing.T) {
 	}
 	assert.LessOrEqual(t, peak, maxSpans)
 	assert.Equal(t, int64(total/perTrace-maxSpans/perTrace), h.counter("processor_tracestitch_traces_evicted"))
-	assert.LessOrEqual(t, h.p.buf.released.len(), 10_000, "released index bounded by max_index_entries")
+	assert.LessOrEqual(t, h.p.stage.released.len(), 10_000, "released index bounded by max_index_entries")
 
 	held := int64(liveHeap()) - int64(before)
-	buffered, indexed := h.p.buf.spans, h.p.buf.released.len()
+	buffered, indexed := h.p.buf.spans, h.p.stage.released.len()
 	t.Logf("heap held: %d bytes with %d buffered spans and %d index entries", held, buffered, indexed)
 	// Documented bound (README, Reliability): 2 KiB per buffered span of
 	// this shape plus 512 B per index entry.
