@@ -43,4 +43,7 @@ func TestRoundsDeliverEverything(t *testing.T) {
 	if r, err := FlushRound(Tracestitch, in); err != nil || r.Lost != 0 {
 		t.Fatal(err, r.Lost)
 	}
+	if r, err := ParallelRound(Tracestitch, in, 2); err != nil || r.Lost != 0 {
+		t.Fatal(err, r.Lost)
+	}
 }

@@ -2,9 +2,11 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"runtime/metrics"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,10 +83,16 @@ func create(s Subject, wait time.Duration, capacity int, next consumer.Traces) (
 // on their own clocks (wait 100ms; idle waiting costs no CPU), the floor
 // flushes on Shutdown.
 type Round struct {
-	Spans  int
-	Wall   time.Duration
-	CPU    time.Duration
-	Allocs uint64
+	Spans int
+	Wall  time.Duration
+	// Ingest is the wall time until every ConsumeTraces call returned.
+	Ingest time.Duration
+	// LockWait is the time goroutines spent blocked on locks (the
+	// runtime's /sync/mutex/wait/total, which counts its internal locks
+	// too).
+	LockWait time.Duration
+	CPU      time.Duration
+	Allocs   uint64
 	// Lost spans never came out (the round ends when output stalls for 3s).
 	Lost int64
 }
@@ -93,14 +101,22 @@ type Round struct {
 // of in untimed (its maps and buffers reach their working size, as in a
 // running collector), then a second copy is timed. Copies are made before
 // timing.
-func RunRound(s Subject, in Input) (Round, error) { return runRound(s, in, Wait, false) }
+func RunRound(s Subject, in Input) (Round, error) { return runRound(s, in, Wait, false, 1) }
+
+// ParallelRound is RunRound with the timed batches fed by several
+// goroutines at once (batch i by producer i mod producers), as a
+// collector's receivers do: it shows how much of the ingest path runs in
+// parallel.
+func ParallelRound(s Subject, in Input, producers int) (Round, error) {
+	return runRound(s, in, Wait, false, producers)
+}
 
 // FlushRound buffers everything (long wait) and releases it all with
 // Shutdown: the cost per span at a given buffered volume. Not for
 // groupbytrace, which does not flush on Shutdown.
-func FlushRound(s Subject, in Input) (Round, error) { return runRound(s, in, time.Hour, true) }
+func FlushRound(s Subject, in Input) (Round, error) { return runRound(s, in, time.Hour, true, 1) }
 
-func runRound(s Subject, in Input, wait time.Duration, flush bool) (Round, error) {
+func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int) (Round, error) {
 	sink := &countSink{}
 	p, tel, err := create(s, wait, 4*in.Spans, sink)
 	if err != nil {
@@ -129,20 +145,20 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool) (Round, error
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	wait0 := lockWait()
 	cpu0, wall0 := cpuTime(), time.Now()
-	for i, td := range batches {
-		if err := p.ConsumeTraces(ctx, td); err != nil {
-			return Round{}, err
-		}
-		batches[i] = ptrace.Traces{}
+	if err := feed(ctx, p, batches, producers); err != nil {
+		return Round{}, err
 	}
+	ingest := time.Since(wall0)
 	if flush || s == Floor {
 		if err := p.Shutdown(ctx); err != nil {
 			return Round{}, err
 		}
 	}
 	lost := waitFor(sink, want)
-	r := Round{Spans: in.Spans, Wall: time.Since(wall0), CPU: cpuTime() - cpu0, Lost: lost}
+	r := Round{Spans: in.Spans, Wall: time.Since(wall0), Ingest: ingest, CPU: cpuTime() - cpu0, Lost: lost}
+	r.LockWait = lockWait() - wait0
 	runtime.ReadMemStats(&m1)
 	r.Allocs = m1.Mallocs - m0.Mallocs
 	if !flush && s != Floor {
@@ -151,6 +167,25 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool) (Round, error
 		}
 	}
 	return r, nil
+}
+
+// feed hands the batches to p from the given number of goroutines.
+func feed(ctx context.Context, p processor.Traces, batches []ptrace.Traces, producers int) error {
+	var wg sync.WaitGroup
+	errs := make([]error, producers)
+	for w := range producers {
+		wg.Go(func() {
+			for i := w; i < len(batches); i += producers {
+				if err := p.ConsumeTraces(ctx, batches[i]); err != nil {
+					errs[w] = err
+					return
+				}
+				batches[i] = ptrace.Traces{}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // waitFor waits until the sink has n spans, or its count stalls for 3s;
@@ -219,6 +254,12 @@ func waitGauge(tel *componenttest.Telemetry, name string, want int64) error {
 		}
 	}
 	return fmt.Errorf("%s never reached %d", name, want)
+}
+
+func lockWait() time.Duration {
+	s := []metrics.Sample{{Name: "/sync/mutex/wait/total:seconds"}}
+	metrics.Read(s)
+	return time.Duration(s[0].Value.Float64() * 1e9)
 }
 
 func liveHeap() uint64 {

@@ -39,10 +39,21 @@ func run(spans, rounds, maxHeld int) error {
 
 	fmt.Println("| shape | subject | spans/s per core | CPU ns/span | wall ns/span | allocs/span | spans lost | CPU ratio vs groupbytrace | CPU ratio vs floor |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	type ingestRow struct {
+		shape            bench.Shape
+		subject          bench.Subject
+		one, two         float64 // ingest wall ns/span
+		waitOne, waitTwo float64 // lock wait ns/span
+		lost, sent       int64
+	}
+	var ingest []ingestRow
+	ingestPerSpan := func(r bench.Round) float64 { return float64(r.Ingest.Nanoseconds()) / float64(r.Spans) }
+	waitPerSpan := func(r bench.Round) float64 { return float64(r.LockWait.Nanoseconds()) / float64(r.Spans) }
 	for _, shape := range []bench.Shape{bench.Spans10, bench.Spans100} {
 		in := bench.Generate(shape, spans)
 		cpu := map[bench.Subject]float64{}
 		rows := map[bench.Subject][]bench.Round{}
+		parallel := map[bench.Subject][]bench.Round{}
 		// Subjects take turns round by round, so that a slow spell of a
 		// shared machine hits all three rather than one.
 		for i := 0; i < rounds; i++ {
@@ -52,7 +63,23 @@ func run(spans, rounds, maxHeld int) error {
 					return err
 				}
 				rows[s] = append(rows[s], r)
+				if r, err = bench.ParallelRound(s, in, 2); err != nil {
+					return err
+				}
+				parallel[s] = append(parallel[s], r)
 			}
+		}
+		for _, s := range bench.Subjects {
+			row := ingestRow{
+				shape: shape, subject: s,
+				one: median(rows[s], ingestPerSpan), two: median(parallel[s], ingestPerSpan),
+				waitOne: median(rows[s], waitPerSpan), waitTwo: median(parallel[s], waitPerSpan),
+			}
+			for _, r := range parallel[s] {
+				row.lost += r.Lost
+				row.sent += int64(r.Spans)
+			}
+			ingest = append(ingest, row)
 		}
 		for _, s := range bench.Subjects {
 			cpu[s] = median(rows[s], func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) })
@@ -68,6 +95,13 @@ func run(spans, rounds, maxHeld int) error {
 			fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.1f | %d of %d | %.3f | %.2f |\n",
 				shape, s, 1e9/cpu[s], cpu[s], wall, allocs, lost, len(rs)*in.Spans, cpu[s]/cpu[bench.Groupbytrace], cpu[s]/cpu[bench.Floor])
 		}
+	}
+
+	fmt.Println("\ningest with concurrent callers (same rounds; ingest: wall time until every ConsumeTraces returned; lock wait: time goroutines were blocked on locks, runtime's /sync/mutex/wait/total; 2 callers feed alternate batches; per span):")
+	fmt.Println("\n| shape | subject | 1 caller: ingest ns/span | lock wait ns/span | 2 callers: ingest ns/span | lock wait ns/span | speedup | spans lost with 2 callers |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, r := range ingest {
+		fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.0f | %.2f | %d of %d |\n", r.shape, r.subject, r.one, r.waitOne, r.two, r.waitTwo, r.one/r.two, r.lost, r.sent)
 	}
 
 	// Each volume's input is generated, used and dropped in turn: a live
