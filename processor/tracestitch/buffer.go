@@ -105,10 +105,8 @@ type unit struct {
 	rewrite    []bool // per group: some span is rewritten (nil: none)
 	result     stitchResult
 	spans      int
-	// recLo, recHi: the unit's records in its release's stitchStage.recs
-	recLo, recHi int
-	one          [1]*group // groups of a unit of one group, without allocating
-	oneSpans     [1]int
+	one        [1]*group // groups of a unit of one group, without allocating
+	oneSpans   [1]int
 }
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
@@ -857,9 +855,9 @@ func (b *buffer) merge(r, o *group) {
 	r.lastSeen = max(r.lastSeen, o.lastSeen)
 }
 
-// detach removes unit r from the buffer and its indexes, and adds it and
-// its records to rel, to be stitched outside the buffer lock (see
-// stitchStage).
+// detach removes unit r from the buffer and its indexes and adds it to
+// rel, to be stitched outside the buffer lock (see stitchStage); its
+// groups keep their records until then.
 func (b *buffer) detach(r *group, rel *release) {
 	u := &unit{groups: r.members(), spans: r.spans}
 	if u.groups == nil {
@@ -874,27 +872,21 @@ func (b *buffer) detach(r *group, rel *release) {
 		// a parent cycle is cut): records go in creation order.
 		slices.SortFunc(u.groups, func(a, b *group) int { return cmp.Compare(a.seq, b.seq) })
 	}
-	u.recLo = len(rel.recs)
-	recs := rel.recs
+	var touched uint32
 	for k, m := range u.groups {
-		recs = m.expand(recs)
 		u.groupSpans[k] = len(m.recs)
 		m.released = true
 		if b.groups[m.traceID] == m {
 			delete(b.groups, m.traceID)
 		}
+		for i := range m.recs {
+			touched ^= b.bySpanID.one.touch(spanKey(m.recs[i].spanID))
+		}
 	}
-	rel.recs = recs
-	u.recHi = len(recs)
-	recs = recs[u.recLo:]
+	b.touched ^= touched
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
 	alone := b.alone(r)
-	var touched uint32
-	for i := range recs {
-		touched ^= b.bySpanID.one.touch(spanKey(recs[i].spanID))
-	}
-	b.touched ^= touched
 	for _, m := range u.groups {
 		for i := range m.recs {
 			h := &m.recs[i]
@@ -911,9 +903,6 @@ func (b *buffer) detach(r *group, rel *release) {
 				b.byParent.dropReleased(spanKey(h.parentID))
 			}
 		}
-		b.recs.put(m.recs)
-		b.exts.put(m.ext)
-		m.recs, m.ext = nil, nil
 	}
 	// no index names these groups any more
 	for _, m := range u.groups {
@@ -921,6 +910,17 @@ func (b *buffer) detach(r *group, rel *release) {
 	}
 	b.spans -= u.spans
 	rel.units = append(rel.units, u)
+}
+
+// recycle takes back the record slices of stitched units.
+func (b *buffer) recycle(units []*unit) {
+	for _, u := range units {
+		for _, m := range u.groups {
+			b.recs.put(m.recs)
+			b.exts.put(m.ext)
+			m.recs, m.ext = nil, nil
+		}
+	}
 }
 
 // slicePool recycles the record slices of released groups: records are the

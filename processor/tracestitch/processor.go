@@ -173,7 +173,7 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	p.mu.Unlock()
 	var evicted []*unit
 	if eviction != nil {
-		evicted = p.stage.run(eviction)
+		evicted = p.stitch(eviction)
 	}
 	if sp.reset() {
 		splitPool.Put(sp)
@@ -202,7 +202,19 @@ func (p *tracestitchProcessor) release(detach func(*buffer, *release)) []*unit {
 	rel := p.stage.begin(p.now())
 	detach(p.buf, rel)
 	p.mu.Unlock()
-	return p.stage.run(rel)
+	return p.stitch(rel)
+}
+
+// stitch stitches a detached release and gives its records back to the
+// buffer.
+func (p *tracestitchProcessor) stitch(rel *release) []*unit {
+	units := p.stage.run(rel)
+	if len(units) > 0 {
+		p.mu.Lock()
+		p.buf.recycle(units)
+		p.mu.Unlock()
+	}
+	return units
 }
 
 func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {

@@ -159,9 +159,9 @@ func TestReleasesStitchInTurn(t *testing.T) {
 	require.Len(t, second.units, 1)
 
 	secondDone := make(chan []*unit)
-	go func() { secondDone <- h.p.stage.run(second) }()
+	go func() { secondDone <- h.p.stitch(second) }()
 	time.Sleep(50 * time.Millisecond) // time to jump the queue, were it allowed
-	h.p.emit(context.Background(), h.p.stage.run(first))
+	h.p.emit(context.Background(), h.p.stitch(first))
 	h.p.emit(context.Background(), <-secondDone)
 
 	out := h.out()

@@ -10,19 +10,16 @@ import (
 type release struct {
 	now   time.Time
 	units []*unit
-	// recs holds the records of the units (each unit has its range).
-	recs []spanRec
 	// turn orders the stitch of releases as their detach was ordered.
 	turn uint64
 }
 
-var releasePool = sync.Pool{New: func() any { return &release{} }}
-
 // stitchStage decides how detached units are stitched and keeps the
-// released-span index their late spans look up. It needs none of the
-// buffer's groups and indexes, so it runs outside the buffer lock and
-// batches keep arriving meanwhile (the stitch of a unit and the index of
-// its released spans are a third of a release's work). Releases take
+// released-span index their late spans look up. It reads only the records
+// of detached groups, which nothing in the buffer reaches any more, so it
+// runs outside the buffer lock and batches keep arriving meanwhile (the
+// stitch of a unit and the index of its released spans are about a third
+// of a release's work). Releases take
 // turns in the order they were detached, so a release sees in the index
 // every unit detached before it, as when all ran under one lock.
 type stitchStage struct {
@@ -35,6 +32,7 @@ type stitchStage struct {
 	opts     stitchOptions
 	stitcher *stitcher
 	released *releasedIndex
+	recs     []spanRec // scratch: the records of the unit being stitched
 }
 
 func newStitchStage(cfg *Config, names *serviceTable) *stitchStage {
@@ -54,21 +52,25 @@ func newStitchStage(cfg *Config, names *serviceTable) *stitchStage {
 // begin starts a release at now. It must be called under the buffer lock
 // (which orders the turns), and its release must be passed to run.
 func (st *stitchStage) begin(now time.Time) *release {
-	rel := releasePool.Get().(*release)
-	rel.now, rel.turn = now, st.next
+	rel := &release{now: now, turn: st.next}
 	st.next++
 	return rel
 }
 
 // run waits for rel's turn, stitches its units and indexes their spans as
-// released; it returns the units and recycles rel.
+// released. The units' groups keep their records (the buffer takes them
+// back with recycle).
 func (st *stitchStage) run(rel *release) []*unit {
 	st.mu.Lock()
 	for st.serving != rel.turn {
 		st.turnDone.Wait()
 	}
 	for _, u := range rel.units {
-		recs := rel.recs[u.recLo:u.recHi]
+		recs := st.recs[:0]
+		for _, m := range u.groups {
+			recs = m.expand(recs)
+		}
+		st.recs = recs
 		u.result = st.stitcher.run(recs, st.released, st.opts)
 		st.released.add(recs, st.stitcher.final, rel.now)
 		u.markRewrites(recs)
@@ -76,14 +78,11 @@ func (st *stitchStage) run(rel *release) []*unit {
 	// Expire after releasing: units released now may still use entries
 	// that are due to expire now.
 	st.released.expire(rel.now)
+	if cap(st.recs) > poolMax {
+		st.recs = nil // do not keep the scratch of a huge unit
+	}
 	st.serving++
 	st.turnDone.Broadcast()
 	st.mu.Unlock()
-
-	units := rel.units
-	*rel = release{recs: rel.recs[:0]}
-	if cap(rel.recs) <= poolMax { // the scratch of a huge release is not kept
-		releasePool.Put(rel)
-	}
-	return units
+	return rel.units
 }
