@@ -302,3 +302,59 @@ func TestFloodStaysBounded(t *testing.T) {
 	assert.Equal(t, int64(total), h.counter("processor_tracestitch_spans_released"))
 	runtime.KeepAlive(h)
 }
+
+// TestWritersTickerAndEvictionsInterleave: concurrent writers, the ticker's
+// releases and the writers' evictions all take units out of the buffer and
+// stitch them in turn (run it with -race). Each child span arrives one batch
+// after its parent, in a trace of its own: whether the parent is still
+// buffered, taken out by the ticker or evicted (then the child is a late
+// span), the child must end up in the parent's trace, nothing deadlocks, and
+// every span leaves exactly once. TestReleasesStitchInTurn checks the order
+// of the turns itself, which timing here rarely puts to the test.
+func TestWritersTickerAndEvictionsInterleave(t *testing.T) {
+	const writers, perWriter = 4, 150
+	h := newHarness(t, func(c *Config) {
+		c.WaitDuration = 10 * time.Millisecond
+		c.MaxWait = 100 * time.Millisecond
+		c.MaxBufferedSpans = 40
+	})
+	h.p.now = time.Now // the ticker releases on the real clock
+	require.NoError(t, h.p.Start(context.Background(), nil))
+	parentTrace := func(n int) string { return fmt.Sprintf("%032x", n) }
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; i <= perWriter; i++ {
+				n := w*10_000 + i + 1
+				var spans []ts
+				if i < perWriter {
+					spans = append(spans, ts{trace: parentTrace(n), id: fmt.Sprintf("%016x", n), kind: S, service: pp})
+				}
+				if i > 0 { // the child of the previous batch's parent
+					spans = append(spans, ts{trace: fmt.Sprintf("%032x", n-1+1_000_000), id: fmt.Sprintf("%016x", n-1+1_000_000),
+						parent: fmt.Sprintf("%016x", n-1), kind: C, service: pp})
+				}
+				assert.NoError(t, h.p.ConsumeTraces(context.Background(), build(t, spans...)))
+				if i%10 == 0 {
+					time.Sleep(time.Millisecond) // let the ticker release now and then
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, h.p.Shutdown(context.Background()))
+	h.in = 2 * writers * perWriter
+	h.assertConserved()
+	assert.Zero(t, h.counter("processor_tracestitch_spans_dropped"))
+	assert.Positive(t, h.counter("processor_tracestitch_traces_evicted"), "evictions happened")
+	t.Logf("evicted %d traces, %d late spans", h.counter("processor_tracestitch_traces_evicted"), h.counter("processor_tracestitch_late_spans"))
+	out := h.out()
+	require.Len(t, out, 2*writers*perWriter)
+	for w := range writers {
+		for i := 0; i < perWriter; i++ {
+			n := w*10_000 + i + 1
+			child := find(t, out, fmt.Sprintf("%016x", n+1_000_000), C)
+			assert.Equal(t, parentTrace(n), child.traceID, "child %d joined its parent's trace", n)
+		}
+	}
+}
