@@ -18,7 +18,7 @@ import (
 type group struct {
 	traceID pcommon.TraceID
 	seq     uint64 // creation order
-	td      ptrace.Traces
+	parts   []part // the spans, in arrival order
 	recs    []heldRec
 	ext     []heldExt
 
@@ -194,25 +194,47 @@ type batchSplit struct {
 	markEpoch uint64
 
 	// scratch
-	spare   []ptrace.Traces // emptied fragment containers, for reuse
 	byTrace map[pcommon.TraceID]int32
 	groups  []*group
-	// stamps of the current source resource and scope (see fragment)
-	rsStamp, ssStamp uint64
+	// stamp of the current source scope (see fragment)
+	ssStamp uint64
 }
 
 // fragment holds the spans of one trace ID of a batch.
 type fragment struct {
 	traceID pcommon.TraceID
-	td      ptrace.Traces
+	parts   []part
 	pending int32 // spans of the current scope not yet moved
 	spans   int32
 	withKey int32 // spans with a request ID
-	// the fragment's copies of the current source resource and scope,
-	// valid while the stamps are the split's
-	rsDest           ptrace.ResourceSpans
-	ssDest           ptrace.SpanSlice
-	rsStamp, ssStamp uint64
+	// ssStamp: the last part is of the current source scope when this is
+	// the split's
+	ssStamp uint64
+}
+
+// part is spans of one trace ID that arrived under one resource and scope.
+// Buffered spans share their batch's resource and scope (source) instead
+// of each trace's fragment holding copies: those copies (a ResourceSpans
+// and a ScopeSpans with their attributes) weigh more than a span when a
+// batch carries a span or two of each of many traces. The copies are made
+// at release, for the spans that leave together.
+type part struct {
+	src   *source
+	spans ptrace.SpanSlice
+}
+
+// source is the resource and scope a batch's spans arrived under, taken
+// out of the batch (moved, not copied).
+type source struct {
+	res       *sourceResource
+	scope     pcommon.InstrumentationScope
+	schemaURL string
+}
+
+type sourceResource struct {
+	resource  pcommon.Resource
+	schemaURL string
+	identity  resourceIdentity
 }
 
 var splitPool = sync.Pool{New: func() any {
@@ -231,12 +253,13 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 		service := names.intern(serviceName(resAttrs))
 		identity := reader.identityOf(resAttrs)
 		readServer := names.marked(service)
-		sp.rsStamp++
+		var res *sourceResource // taken out of the batch if a span needs it
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			ss := sss.At(j)
 			last := int32(-1)
 			var lastDest ptrace.SpanSlice
+			var src *source
 			sp.ssStamp++
 			spans := ss.Spans()
 			// First the records and each span's fragment, counting the spans
@@ -253,7 +276,7 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 					var ok bool
 					if f, ok = sp.byTrace[rec.traceID]; !ok {
 						f = int32(len(sp.frags))
-						sp.frags = append(sp.frags, fragment{traceID: rec.traceID, td: sp.container()})
+						sp.frags = append(sp.frags, fragment{traceID: rec.traceID})
 						sp.byTrace[rec.traceID] = f
 					}
 					prevF = f
@@ -273,35 +296,26 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 				if f != last {
 					fr := &sp.frags[f]
 					if fr.ssStamp != sp.ssStamp {
-						if fr.rsStamp != sp.rsStamp {
-							fr.rsDest = fr.td.ResourceSpans().AppendEmpty()
-							rs.Resource().CopyTo(fr.rsDest.Resource())
-							fr.rsDest.SetSchemaUrl(rs.SchemaUrl())
-							fr.rsStamp = sp.rsStamp
+						if src == nil {
+							if res == nil {
+								res = &sourceResource{resource: pcommon.NewResource(), schemaURL: rs.SchemaUrl(), identity: identity}
+								rs.Resource().MoveTo(res.resource)
+							}
+							src = &source{res: res, scope: pcommon.NewInstrumentationScope(), schemaURL: ss.SchemaUrl()}
+							ss.Scope().MoveTo(src.scope)
 						}
-						ssDest := fr.rsDest.ScopeSpans().AppendEmpty()
-						ss.Scope().CopyTo(ssDest.Scope())
-						ssDest.SetSchemaUrl(ss.SchemaUrl())
-						fr.ssDest = ssDest.Spans()
-						fr.ssDest.EnsureCapacity(int(fr.pending))
+						dest := ptrace.NewSpanSlice()
+						dest.EnsureCapacity(int(fr.pending))
+						fr.parts = append(fr.parts, part{src: src, spans: dest})
 						fr.pending = 0
 						fr.ssStamp = sp.ssStamp
 					}
-					last, lastDest = f, fr.ssDest
+					last, lastDest = f, fr.parts[len(fr.parts)-1].spans
 				}
 				span.MoveTo(lastDest.AppendEmpty())
 			}
 		}
 	}
-}
-
-func (sp *batchSplit) container() ptrace.Traces {
-	if n := len(sp.spare); n > 0 {
-		td := sp.spare[n-1]
-		sp.spare = sp.spare[:n-1]
-		return td
-	}
-	return ptrace.NewTraces()
 }
 
 // reset readies the split for reuse; a huge one is not kept.
@@ -325,12 +339,9 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 	for _, f := range sp.frags {
 		g, ok := b.groups[f.traceID]
 		if !ok {
-			g = b.newGroup(f.traceID, f.td, now)
+			g = b.newGroup(f.traceID, f.parts, now)
 		} else {
-			f.td.ResourceSpans().MoveAndAppendTo(g.td.ResourceSpans())
-			if len(sp.spare) < 1024 {
-				sp.spare = append(sp.spare, f.td) // empty now
-			}
+			g.parts = append(g.parts, f.parts...)
 		}
 		sp.groups = append(sp.groups, g)
 	}
@@ -388,33 +399,24 @@ func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
 			continue
 		}
 		i := 0
-		rss := g.td.ResourceSpans()
-		for ri := 0; ri < rss.Len(); ri++ {
-			rs := rss.At(ri)
-			var identity *resourceIdentity
-			for _, ss := range rs.ScopeSpans().All() {
-				for _, span := range ss.Spans().All() {
-					if i == len(g.recs) {
-						return invalid // records and spans always match; never index past them
-					}
-					h := &g.recs[i]
-					i++
-					if !h.has(unreadServer) || !b.names.marked(h.service) {
-						continue
-					}
-					if identity == nil {
-						id := b.reader.identityOf(rs.Resource().Attributes())
-						identity = &id
-					}
-					rec, bad := b.reader.read(span, *identity, h.service, true)
-					if bad {
-						invalid++
-					}
-					h.set(unreadServer, false)
-					if !rec.reqKey.empty() {
-						b.keepRequestID(g, h, &rec)
-						b.indexRequestID(g, rec.reqKey)
-					}
+		for _, p := range g.parts {
+			for _, span := range p.spans.All() {
+				if i == len(g.recs) {
+					return invalid // records and spans always match; never index past them
+				}
+				h := &g.recs[i]
+				i++
+				if !h.has(unreadServer) || !b.names.marked(h.service) {
+					continue
+				}
+				rec, bad := b.reader.read(span, p.src.res.identity, h.service, true)
+				if bad {
+					invalid++
+				}
+				h.set(unreadServer, false)
+				if !rec.reqKey.empty() {
+					b.keepRequestID(g, h, &rec)
+					b.indexRequestID(g, rec.reqKey)
 				}
 			}
 		}
@@ -433,9 +435,9 @@ func (g *group) hasUnreadMarked(names *serviceTable) bool {
 	return false
 }
 
-func (b *buffer) newGroup(tid pcommon.TraceID, td ptrace.Traces, now int64) *group {
+func (b *buffer) newGroup(tid pcommon.TraceID, parts []part, now int64) *group {
 	b.groupSeq++
-	g := &group{traceID: tid, seq: b.groupSeq, td: td, firstSeen: now, lastSeen: now}
+	g := &group{traceID: tid, seq: b.groupSeq, parts: parts, firstSeen: now, lastSeen: now}
 	g.ref = b.refs.ref(g)
 	b.groups[tid] = g
 	b.fifo = append(b.fifo, g)

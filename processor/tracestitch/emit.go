@@ -3,36 +3,59 @@ package tracestitch // import "github.com/tracestitch/tracestitch/processor/trac
 import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-
-	"github.com/tracestitch/tracestitch/internal/pdatautil"
 )
 
 const stitchedByAttribute = "tracestitch.stitched_by"
 
 // build writes the unit's stitch decisions into its spans and moves them
-// into one ptrace.Traces. Spans are walked in the order their records were
-// taken, so record i is the i-th span of the unit.
+// into one ptrace.Traces, under copies of the resources and scopes they
+// arrived with (parts of one source in a row share one copy). Spans are
+// walked in the order their records were taken, so record i is the i-th
+// span of the unit.
 func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
 	res := &u.result
-	var out ptrace.Traces
+	out := ptrace.NewTraces()
+	rss := out.ResourceSpans()
+	n := 0
+	for _, g := range u.groups {
+		n += len(g.parts)
+	}
+	rss.EnsureCapacity(n)
 	var orig originalIDs
+	var (
+		lastRes *sourceResource
+		lastSrc *source
+		rs      ptrace.ResourceSpans
+		dest    ptrace.SpanSlice
+	)
 	i := 0
 	for k, g := range u.groups {
-		// Most groups leave as they came: only walk the pdata of the rest.
-		if res.traceID != nil && u.rewrite[k] {
-			pdatautil.EachSpan(g.td, func(span ptrace.Span) {
-				applyDecision(span, res, i, originalTraceIDAttr, &orig)
-				i++
-			})
-		} else {
-			i += u.groupSpans[k]
+		// Most groups leave as they came: only walk the spans of the rest.
+		rewrite := res.traceID != nil && u.rewrite[k]
+		for _, p := range g.parts {
+			if p.src != lastSrc {
+				if p.src.res != lastRes {
+					rs = rss.AppendEmpty()
+					p.src.res.resource.CopyTo(rs.Resource())
+					rs.SetSchemaUrl(p.src.res.schemaURL)
+					lastRes = p.src.res
+				}
+				ss := rs.ScopeSpans().AppendEmpty()
+				p.src.scope.CopyTo(ss.Scope())
+				ss.SetSchemaUrl(p.src.schemaURL)
+				dest, lastSrc = ss.Spans(), p.src
+			}
+			if rewrite {
+				for _, span := range p.spans.All() {
+					applyDecision(span, res, i, originalTraceIDAttr, &orig)
+					i++
+				}
+			} else {
+				i += p.spans.Len()
+			}
+			p.spans.MoveAndAppendTo(dest)
 		}
-		if k == 0 {
-			out = g.td // a unit of one group leaves in its own container
-		} else {
-			g.td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
-		}
-		g.td = ptrace.Traces{}
+		g.parts = nil
 	}
 	return out
 }

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor/processortest"
 	"go.opentelemetry.io/otel/attribute"
@@ -446,4 +447,86 @@ func TestLifecycleTwiceAndWithoutStart(t *testing.T) {
 
 func TestVerifyShutdown(t *testing.T) {
 	processortest.VerifyShutdown(t, NewFactory(), NewFactory().CreateDefaultConfig())
+}
+
+// sharedSourceBatch is one batch with spans of traces A and B under two
+// resources and, in the first, two scopes (a Zipkin or OTLP receiver's
+// batch of many traces looks like this).
+func sharedSourceBatch(t *testing.T) ptrace.Traces {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.SetSchemaUrl("https://example.com/rs")
+	rs.Resource().Attributes().PutStr("service.name", pp)
+	rs.Resource().Attributes().PutStr("k8s.pod.name", "productpage-v1-7d9c")
+	addSpans := func(ss ptrace.ScopeSpans, name string, spans ...[2]string) {
+		ss.Scope().SetName(name)
+		ss.Scope().SetVersion("1.0")
+		ss.Scope().Attributes().PutStr("scope.attr", name)
+		ss.SetSchemaUrl("https://example.com/" + name)
+		for _, s := range spans {
+			span := ss.Spans().AppendEmpty()
+			span.SetTraceID(traceID(t, s[0]))
+			span.SetSpanID(spanID(t, s[1]))
+			span.SetKind(I)
+		}
+	}
+	addSpans(rs.ScopeSpans().AppendEmpty(), "s1", [2]string{traceA, "0000000000000001"}, [2]string{traceB, "0000000000000002"}, [2]string{traceA, "0000000000000003"})
+	addSpans(rs.ScopeSpans().AppendEmpty(), "s2", [2]string{traceB, "0000000000000004"})
+	rs2 := td.ResourceSpans().AppendEmpty()
+	rs2.Resource().Attributes().PutStr("service.name", rv)
+	addSpans(rs2.ScopeSpans().AppendEmpty(), "s3", [2]string{traceA, "0000000000000005"})
+	return td
+}
+
+// layout renders a released trace's resources, scopes and span IDs.
+func layout(td ptrace.Traces) []string {
+	var out []string
+	for _, rs := range td.ResourceSpans().All() {
+		line := fmt.Sprintf("%v %s:", rs.Resource().Attributes().AsRaw(), rs.SchemaUrl())
+		for _, ss := range rs.ScopeSpans().All() {
+			line += fmt.Sprintf(" [%s %s %v %s:", ss.Scope().Name(), ss.Scope().Version(), ss.Scope().Attributes().AsRaw(), ss.SchemaUrl())
+			for _, span := range ss.Spans().All() {
+				line += " " + span.SpanID().String()[15:]
+			}
+			line += "]"
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// TestSourcesSharedUntilRelease: a batch's resources and scopes are taken
+// out of it once and shared by the buffered spans of all its traces (no
+// per-trace copies while buffered); each released trace gets its own copy
+// of what its spans arrived under, spans in arrival order.
+func TestSourcesSharedUntilRelease(t *testing.T) {
+	h := newHarness(t, nil)
+	td := sharedSourceBatch(t)
+	sp := &batchSplit{byTrace: map[pcommon.TraceID]int32{}}
+	sp.split(td, &h.p.buf.reader, h.p.buf.names)
+	require.Len(t, sp.frags, 2)
+	a, b := sp.frags[0].parts, sp.frags[1].parts
+	require.Len(t, a, 2, "trace A: scope s1, then the second resource's scope")
+	require.Len(t, b, 2, "trace B: scopes s1 and s2")
+	assert.Same(t, a[0].src, b[0].src, "both traces' spans of scope s1 share it")
+	assert.Same(t, b[0].src.res, b[1].src.res, "both scopes of a resource share it")
+	assert.NotSame(t, a[0].src.res, a[1].src.res)
+	assert.Zero(t, td.ResourceSpans().At(0).Resource().Attributes().Len(), "moved out of the batch, not copied")
+	assert.Equal(t, 2, a[0].spans.Len())
+
+	h.sendTraces(sharedSourceBatch(t))
+	h.advance(2 * time.Second)
+	byTrace := map[string][]string{}
+	for _, out := range h.sink.AllTraces() {
+		byTrace[out.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID().String()] = layout(out)
+	}
+	ppRes := "map[k8s.pod.name:productpage-v1-7d9c service.name:" + pp + "] https://example.com/rs:"
+	assert.Equal(t, []string{
+		ppRes + " [s1 1.0 map[scope.attr:s1] https://example.com/s1: 1 3]",
+		"map[service.name:" + rv + "] : [s3 1.0 map[scope.attr:s3] https://example.com/s3: 5]",
+	}, byTrace[pad(traceA)])
+	assert.Equal(t, []string{
+		ppRes + " [s1 1.0 map[scope.attr:s1] https://example.com/s1: 2] [s2 1.0 map[scope.attr:s2] https://example.com/s2: 4]",
+	}, byTrace[pad(traceB)])
+	h.shutdown()
 }
