@@ -17,18 +17,34 @@ import (
 
 // fuzzTraces decodes bytes into spans drawn from small alphabets of IDs,
 // request IDs and instances, so that collisions, cycles, shared pairs and
-// ambiguity are common. 12 bytes per span.
-func fuzzTraces(data []byte) ptrace.Traces {
+// ambiguity are common. 12 bytes per span. A span opens a resource of its
+// own unless bit 4 of its first byte says it shares the previous span's
+// (bit 5 then opens a new scope in it), so batches mix traces under one
+// resource and scope, as receivers' batches do. Spans are numbered from
+// first (attribute fuzz.span), resources and scopes by their first span.
+func fuzzTraces(data []byte, first int) ptrace.Traces {
 	td := ptrace.NewTraces()
+	var rs ptrace.ResourceSpans
+	var ss ptrace.ScopeSpans
 	kinds := []ptrace.SpanKind{ptrace.SpanKindServer, ptrace.SpanKindClient, ptrace.SpanKindInternal, ptrace.SpanKindUnspecified}
 	rids := []string{"", rid, rid14, ridOther, "not-a-uuid", "6F1C3B5E-2D7A-9C4E-8B1A-0C3D5E7F9A2B"}
 	nodes := []string{"", pp1, pp2, rv1}
-	for len(data) >= 12 {
+	for n := first; len(data) >= 12; n++ {
 		b := data[:12]
 		data = data[12:]
-		rs := td.ResourceSpans().AppendEmpty()
-		rs.Resource().Attributes().PutStr("service.name", nodes[b[0]%4])
-		sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		if n == first || b[0]&0x10 == 0 {
+			rs = td.ResourceSpans().AppendEmpty()
+			rs.Resource().Attributes().PutStr("service.name", nodes[b[0]%4])
+			rs.Resource().Attributes().PutInt("fuzz.resource", int64(n))
+			rs.SetSchemaUrl(fmt.Sprintf("https://example.com/r%d", n))
+		}
+		if rs.ScopeSpans().Len() == 0 || b[0]&0x30 == 0x30 {
+			ss = rs.ScopeSpans().AppendEmpty()
+			ss.Scope().SetName(fmt.Sprintf("scope%d", n))
+			ss.SetSchemaUrl(fmt.Sprintf("https://example.com/s%d", n))
+		}
+		sp := ss.Spans().AppendEmpty()
+		sp.Attributes().PutInt("fuzz.span", int64(n))
 		var tid pcommon.TraceID
 		tid[15] = b[1] % 5 // 0 is the empty trace ID
 		if b[1]&0x80 != 0 {
@@ -76,10 +92,11 @@ func FuzzStitch(f *testing.F) {
 				h := newHarness(t, func(c *Config) { c.StitchMode = mode })
 				h.p.buf.gatherAlways = gatherAlways
 				split := len(data) / 24 * 12
-				h.sendTraces(fuzzTraces(data[:split]))
+				h.sendTraces(fuzzTraces(data[:split], 0))
 				h.advance(2 * time.Second)
-				h.sendTraces(fuzzTraces(data[split:]))
+				h.sendTraces(fuzzTraces(data[split:], split/12))
 				h.shutdown()
+				requireSourcesKept(t, []ptrace.Traces{fuzzTraces(data[:split], 0), fuzzTraces(data[split:], split/12)}, h.sink.AllTraces())
 				require.Equal(t, int64(h.in), h.counter("processor_tracestitch_spans_released"))
 				var roots int64
 				for _, n := range h.outcomes() {
@@ -98,6 +115,34 @@ func FuzzStitch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// requireSourcesKept: every span left under the resource and scope it
+// arrived with (attributes, names and schema URLs).
+func requireSourcesKept(t *testing.T, in, out []ptrace.Traces) {
+	source := func(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans) string {
+		return fmt.Sprint(rs.Resource().Attributes().AsRaw(), rs.SchemaUrl(), ss.Scope().Name(), ss.SchemaUrl())
+	}
+	each := func(tds []ptrace.Traces, f func(n int64, src string)) {
+		for _, td := range tds {
+			for _, rs := range td.ResourceSpans().All() {
+				for _, ss := range rs.ScopeSpans().All() {
+					for _, span := range ss.Spans().All() {
+						n, _ := span.Attributes().Get("fuzz.span")
+						f(n.Int(), source(rs, ss))
+					}
+				}
+			}
+		}
+	}
+	want := map[int64]string{}
+	each(in, func(n int64, src string) { want[n] = src })
+	seen := 0
+	each(out, func(n int64, src string) {
+		seen++
+		require.Equal(t, want[n], src, "span %d", n)
+	})
+	require.Equal(t, len(want), seen)
 }
 
 // FuzzConfig unmarshals arbitrary YAML into the config: an error or a
