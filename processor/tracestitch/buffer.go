@@ -243,8 +243,8 @@ var splitPool = sync.Pool{New: func() any {
 
 // split moves every span of td into a fragment of its trace ID and reads
 // its record; td's resources and scopes are moved out into sources that
-// the fragments share (see part). It needs no lock: the reader is immutable and the service
-// table locks itself.
+// the fragments share (see part). It needs no lock: the reader is
+// immutable and the service table locks itself.
 func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceTable) {
 	sp.markEpoch = names.markEpoch.Load()
 	rss := td.ResourceSpans()

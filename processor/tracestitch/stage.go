@@ -19,9 +19,9 @@ type release struct {
 // of detached groups, which nothing in the buffer reaches any more, so it
 // runs outside the buffer lock and batches keep arriving meanwhile (the
 // stitch of a unit and the index of its released spans are about a third
-// of a release's work). Releases take
-// turns in the order they were detached, so a release sees in the index
-// every unit detached before it, as when all ran under one lock.
+// of a release's work). Releases take turns in the order they were
+// detached, so a release sees in the index every unit detached before it,
+// as when all ran under one lock.
 type stitchStage struct {
 	// next is the turn of the next release; the buffer lock guards it.
 	next uint64
