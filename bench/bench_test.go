@@ -1,8 +1,16 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 )
 
 // BenchmarkRound runs the same rounds as `make bench` as Go benchmarks:
@@ -46,4 +54,72 @@ func TestRoundsDeliverEverything(t *testing.T) {
 	if r, err := ParallelRound(Tracestitch, in, 2); err != nil || r.Lost != 0 {
 		t.Fatal(err, r.Lost)
 	}
+}
+
+// TestRewriteFloorStitchesAsTracestitch: the rewrite floor's output is the
+// stitched output (every span in the trace tracestitch puts it in, with
+// the same original trace ID kept), so it is an anchor for the cost of
+// producing that output.
+func TestRewriteFloorStitchesAsTracestitch(t *testing.T) {
+	for _, shape := range []Shape{Spans10, Spans100} {
+		in := Generate(shape, 5_000)
+		ts, moved := outputOf(t, Tracestitch, in)
+		rf, movedRF := outputOf(t, RewriteFloor, in)
+		if moved == 0 || moved != movedRF {
+			t.Fatalf("%d-span: tracestitch moved %d spans, the rewrite floor %d", shape, moved, movedRF)
+		}
+		if len(ts) != in.Spans || len(rf) != in.Spans {
+			t.Fatalf("%d-span: %d and %d of %d spans came out", shape, len(ts), len(rf), in.Spans)
+		}
+		for id, want := range ts {
+			if got := rf[id]; got != want {
+				t.Fatalf("%d-span: span %v: rewrite floor %+v, tracestitch %+v", shape, id, got, want)
+			}
+		}
+	}
+}
+
+// spanKey tells apart a client and a server that share a span ID.
+type spanKey struct {
+	id   pcommon.SpanID
+	kind ptrace.SpanKind
+}
+
+type placement struct {
+	traceID  pcommon.TraceID
+	original string
+}
+
+// outputOf runs the input through s (released by Shutdown) and returns
+// where each span ended up and how many spans were moved.
+func outputOf(t *testing.T, s Subject, in Input) (map[spanKey]placement, int) {
+	t.Helper()
+	sink := new(consumertest.TracesSink)
+	p, tel, err := create(s, in, time.Hour, 4*in.Spans, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background()) //nolint:errcheck
+	for _, td := range in.Clone() {
+		if err := p.ConsumeTraces(context.Background(), td); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := map[spanKey]placement{}
+	moved := 0
+	for _, td := range sink.AllTraces() {
+		pdatautil.EachSpan(td, func(sp ptrace.Span) {
+			var pl placement
+			pl.traceID = sp.TraceID()
+			if v, ok := sp.Attributes().Get(originalTraceIDAttribute); ok {
+				pl.original = v.Str()
+				moved++
+			}
+			out[spanKey{sp.SpanID(), sp.Kind()}] = pl
+		})
+	}
+	return out, moved
 }

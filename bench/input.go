@@ -76,6 +76,10 @@ func topology(shape Shape, broken bool) *meshsim.Topology {
 type Input struct {
 	Batches []ptrace.Traces
 	Spans   int
+	// moves: the stitch decisions of the ground truth, before replication
+	// (see stitchDecisions); reps: the number of replicas
+	moves map[pcommon.TraceID]pcommon.TraceID
+	reps  int
 }
 
 // Generate makes about `spans` spans of requests of the given shape, 30% of
@@ -107,8 +111,9 @@ func Generate(shape Shape, spans int) Input {
 		base = append(base, td)
 		n += td.SpanCount()
 	}
-	in := Input{}
+	in := Input{moves: stitchDecisions(all)}
 	for rep := 0; in.Spans < spans; rep++ {
+		in.reps++
 		for _, td := range base {
 			c := ptrace.NewTraces()
 			td.CopyTo(c)
@@ -122,13 +127,59 @@ func Generate(shape Shape, spans int) Input {
 	return in
 }
 
+// stitchDecisions maps the trace ID of every fragment a correct stitcher
+// reattaches (its root is recoverable) to the trace ID it joins.
+func stitchDecisions(spans []*meshsim.Span) map[pcommon.TraceID]pcommon.TraceID {
+	byKey := make(map[string]*meshsim.Span, len(spans))
+	for _, s := range spans {
+		byKey[s.Key] = s
+	}
+	joins := map[pcommon.TraceID]pcommon.TraceID{}
+	for _, s := range spans {
+		if p := byKey[s.TrueParent]; s.Fragment && s.Recoverable && p != nil && p.TraceID != s.TraceID {
+			joins[s.TraceID] = p.TraceID
+		}
+	}
+	moves := make(map[pcommon.TraceID]pcommon.TraceID, len(joins))
+	for from, to := range joins {
+		// a fragment of a fragment ends where its parent fragment does
+		for seen := 0; seen < len(joins); seen++ {
+			next, ok := joins[to]
+			if !ok {
+				break
+			}
+			to = next
+		}
+		moves[from] = to
+	}
+	return moves
+}
+
+// decisions are the stitch decisions for the spans of CloneAs(space) for
+// each of the spaces.
+func (in Input) decisions(spaces ...uint64) map[pcommon.TraceID]pcommon.TraceID {
+	out := make(map[pcommon.TraceID]pcommon.TraceID, len(in.moves)*in.reps*len(spaces))
+	for _, space := range spaces {
+		for rep := 0; rep < in.reps; rep++ {
+			x := uint64(rep) ^ space<<20 // as reID does, per replica and per clone
+			for from, to := range in.moves {
+				out[xorTrace(from, x)] = xorTrace(to, x)
+			}
+		}
+	}
+	return out
+}
+
+func xorTrace(t pcommon.TraceID, x uint64) pcommon.TraceID {
+	binary.BigEndian.PutUint64(t[8:], binary.BigEndian.Uint64(t[8:])^x)
+	return t
+}
+
 // reID makes a replica distinct: trace, span and parent IDs and request IDs
 // are XORed with the replica number, so structure and links are kept.
 func reID(td ptrace.Traces, rep uint64) {
 	pdatautil.EachSpan(td, func(s ptrace.Span) {
-		t := s.TraceID()
-		binary.BigEndian.PutUint64(t[8:], binary.BigEndian.Uint64(t[8:])^rep)
-		s.SetTraceID(t)
+		s.SetTraceID(xorTrace(s.TraceID(), rep))
 		s.SetSpanID(xorSpan(s.SpanID(), rep))
 		if p := s.ParentSpanID(); !p.IsEmpty() {
 			s.SetParentSpanID(xorSpan(p, rep))

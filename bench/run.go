@@ -29,10 +29,16 @@ const (
 	Tracestitch  Subject = "tracestitch"
 	Groupbytrace Subject = "groupbytrace"
 	Floor        Subject = "floor"
+	// RewriteFloor is the floor that also stitches, with the decisions
+	// given: the cheapest pass whose output is stitched (see floor.go).
+	RewriteFloor Subject = "rewrite floor"
 )
 
 // Subjects in table order.
-var Subjects = []Subject{Tracestitch, Groupbytrace, Floor}
+var Subjects = []Subject{Tracestitch, Groupbytrace, Floor, RewriteFloor}
+
+// warmSpace is the ID space of the warm-up copy (the timed copy's is 0).
+const warmSpace = 1
 
 // Wait is the wait_duration of the timed subjects.
 const Wait = 100 * time.Millisecond
@@ -45,9 +51,9 @@ func (c *countSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 	return nil
 }
 
-// create builds a subject through its factory. wait is its release wait;
-// capacity is large enough that nothing is evicted.
-func create(s Subject, wait time.Duration, capacity int, next consumer.Traces) (processor.Traces, *componenttest.Telemetry, error) {
+// create builds a subject through its factory for the input in. wait is
+// its release wait; capacity is large enough that nothing is evicted.
+func create(s Subject, in Input, wait time.Duration, capacity int, next consumer.Traces) (processor.Traces, *componenttest.Telemetry, error) {
 	tel := componenttest.NewTelemetry()
 	var f processor.Factory
 	var cfg component.Config
@@ -66,6 +72,11 @@ func create(s Subject, wait time.Duration, capacity int, next consumer.Traces) (
 	case Floor:
 		f = newFloorFactory()
 		cfg = f.CreateDefaultConfig()
+	case RewriteFloor:
+		f = newFloorFactory()
+		c := f.CreateDefaultConfig().(*floorConfig)
+		c.moves = in.decisions(0, warmSpace) // the timed pass and the warm-up
+		cfg = c
 	default:
 		return nil, nil, fmt.Errorf("unknown subject %q", s)
 	}
@@ -118,21 +129,21 @@ func FlushRound(s Subject, in Input) (Round, error) { return runRound(s, in, tim
 
 func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int) (Round, error) {
 	sink := &countSink{}
-	p, tel, err := create(s, wait, 4*in.Spans, sink)
+	p, tel, err := create(s, in, wait, 4*in.Spans, sink)
 	if err != nil {
 		return Round{}, err
 	}
 	defer tel.Shutdown(context.Background()) //nolint:errcheck
 	ctx := context.Background()
 	if !flush {
-		warm := in.CloneAs(1)
+		warm := in.CloneAs(warmSpace)
 		for _, td := range warm {
 			if err := p.ConsumeTraces(ctx, td); err != nil {
 				return Round{}, err
 			}
 		}
-		if s == Floor {
-			if err := p.(*floor).flush(ctx); err != nil {
+		if fl, ok := p.(*floor); ok {
+			if err := fl.flush(ctx); err != nil {
 				return Round{}, err
 			}
 		}
@@ -151,7 +162,7 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 		return Round{}, err
 	}
 	ingest := time.Since(wall0)
-	if flush || s == Floor {
+	if _, ok := p.(*floor); flush || ok {
 		if err := p.Shutdown(ctx); err != nil {
 			return Round{}, err
 		}
@@ -161,7 +172,7 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 	r.LockWait = lockWait() - wait0
 	runtime.ReadMemStats(&m1)
 	r.Allocs = m1.Mallocs - m0.Mallocs
-	if !flush && s != Floor {
+	if _, ok := p.(*floor); !flush && !ok {
 		if err := p.Shutdown(ctx); err != nil {
 			return r, err
 		}
@@ -218,7 +229,7 @@ func HeldPerSpan(s Subject, in Input) (float64, error) {
 	batches := in.Clone()
 	sink := &countSink{}
 	base := liveHeap()
-	p, tel, err := create(s, time.Hour, 4*in.Spans, sink)
+	p, tel, err := create(s, in, time.Hour, 4*in.Spans, sink)
 	if err != nil {
 		return 0, err
 	}
