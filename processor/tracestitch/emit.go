@@ -7,25 +7,46 @@ import (
 
 const stitchedByAttribute = "tracestitch.stitched_by"
 
-// build writes the unit's stitch decisions into its spans and moves them
-// into one ptrace.Traces, under copies of the resources and scopes they
-// arrived with (parts of one source in a row share one copy). Spans are
-// walked in the order their records were taken, so record i is the i-th
-// span of the unit.
-func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
-	res := &u.result
-	out := ptrace.NewTraces()
-	rss := out.ResourceSpans()
-	n := 0
-	for _, g := range u.groups {
-		n += len(g.parts)
+// maxReleaseBatchSpans caps the spans handed on in one ConsumeTraces call,
+// as the batch processor's default send_batch_size does; a trace is never
+// split, so a bigger unit goes alone.
+const maxReleaseBatchSpans = 8192
+
+// releaseBatch is the released units of one ConsumeTraces call, in one
+// ptrace.Traces: one ResourceSpans per received resource and one ScopeSpans
+// per received scope (a copy of each, shared by all the traces whose spans
+// arrived under it), so that a release costs a few copies and one call
+// downstream, not a copy and a call per trace.
+type releaseBatch struct {
+	td     ptrace.Traces
+	spans  int
+	res    map[*sourceResource]ptrace.ResourceSpans
+	scopes map[*source]ptrace.SpanSlice
+}
+
+func newReleaseBatch() *releaseBatch {
+	return &releaseBatch{
+		td:     ptrace.NewTraces(),
+		res:    map[*sourceResource]ptrace.ResourceSpans{},
+		scopes: map[*source]ptrace.SpanSlice{},
 	}
-	rss.EnsureCapacity(n)
+}
+
+// reset starts a new batch; the one handed on belongs to the next consumer.
+func (b *releaseBatch) reset() {
+	b.td, b.spans = ptrace.NewTraces(), 0
+	clear(b.res)
+	clear(b.scopes)
+}
+
+// add writes the unit's stitch decisions into its spans and moves them
+// into the batch. Spans are walked in the order their records were taken,
+// so record i is the i-th span of the unit.
+func (b *releaseBatch) add(u *unit, originalTraceIDAttr string) {
+	res := &u.result
 	var orig originalIDs
 	var (
-		lastRes *sourceResource
 		lastSrc *source
-		rs      ptrace.ResourceSpans
 		dest    ptrace.SpanSlice
 	)
 	i := 0
@@ -34,16 +55,7 @@ func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
 		rewrite := res.traceID != nil && u.rewrite[k]
 		for _, p := range g.parts {
 			if p.src != lastSrc {
-				if p.src.res != lastRes {
-					rs = rss.AppendEmpty()
-					p.src.res.resource.CopyTo(rs.Resource())
-					rs.SetSchemaUrl(p.src.res.schemaURL)
-					lastRes = p.src.res
-				}
-				ss := rs.ScopeSpans().AppendEmpty()
-				p.src.scope.CopyTo(ss.Scope())
-				ss.SetSchemaUrl(p.src.schemaURL)
-				dest, lastSrc = ss.Spans(), p.src
+				dest, lastSrc = b.scope(p.src), p.src
 			}
 			if rewrite {
 				for _, span := range p.spans.All() {
@@ -57,7 +69,26 @@ func (u *unit) build(originalTraceIDAttr string) ptrace.Traces {
 		}
 		g.parts = nil
 	}
-	return out
+	b.spans += u.spans
+}
+
+// scope returns the batch's copy of src, made on first use.
+func (b *releaseBatch) scope(src *source) ptrace.SpanSlice {
+	if dest, ok := b.scopes[src]; ok {
+		return dest
+	}
+	rs, ok := b.res[src.res]
+	if !ok {
+		rs = b.td.ResourceSpans().AppendEmpty()
+		src.res.resource.CopyTo(rs.Resource())
+		rs.SetSchemaUrl(src.res.schemaURL)
+		b.res[src.res] = rs
+	}
+	ss := rs.ScopeSpans().AppendEmpty()
+	src.scope.CopyTo(ss.Scope())
+	ss.SetSchemaUrl(src.schemaURL)
+	b.scopes[src] = ss.Spans()
+	return ss.Spans()
 }
 
 // originalIDs remembers the hex form of the last original trace ID: the

@@ -230,24 +230,40 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 		left += u.spans
 	}
 	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left))
+	b := newReleaseBatch()
 	for _, u := range units {
 		tally.add(&u.result)
 		if ctx.Err() != nil {
 			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
 			continue
 		}
-		td := u.build(p.cfg.OriginalTraceIDAttribute)
-		if err := p.next.ConsumeTraces(ctx, td); err != nil {
-			reason := reasonDownstreamError
-			if consumererror.IsPermanent(err) {
-				reason = reasonDownstreamPermanent
-			}
-			p.drop(tctx, u.spans, reason, err)
-			continue
+		if b.spans > 0 && b.spans+u.spans > maxReleaseBatchSpans {
+			p.send(ctx, b, &tally)
 		}
-		tally.released += int64(u.spans)
+		b.add(u, p.cfg.OriginalTraceIDAttribute)
 	}
+	p.send(ctx, b, &tally)
 	p.record(tctx, &tally)
+}
+
+// send hands the batch to the next consumer and starts a new one.
+func (p *tracestitchProcessor) send(ctx context.Context, b *releaseBatch, tally *releaseTally) {
+	if b.spans == 0 {
+		return
+	}
+	tctx := context.WithoutCancel(ctx)
+	if err := ctx.Err(); err != nil {
+		p.drop(tctx, b.spans, reasonShutdown, err)
+	} else if err := p.next.ConsumeTraces(ctx, b.td); err != nil {
+		reason := reasonDownstreamError
+		if consumererror.IsPermanent(err) {
+			reason = reasonDownstreamPermanent
+		}
+		p.drop(tctx, b.spans, reason, err)
+	} else {
+		tally.released += int64(b.spans)
+	}
+	b.reset()
 }
 
 func (p *tracestitchProcessor) drop(ctx context.Context, spans int, reason string, err error) {

@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 	"github.com/tracestitch/tracestitch/processor/tracestitch/internal/metadata"
 	"github.com/tracestitch/tracestitch/processor/tracestitch/internal/metadatatest"
 )
@@ -497,8 +498,9 @@ func layout(td ptrace.Traces) []string {
 
 // TestSourcesSharedUntilRelease: a batch's resources and scopes are taken
 // out of it once and shared by the buffered spans of all its traces (no
-// per-trace copies while buffered); each released trace gets its own copy
-// of what its spans arrived under, spans in arrival order.
+// per-trace copies while buffered); a release hands on its traces in one
+// batch with one copy of each resource and scope their spans arrived under,
+// spans in arrival order, trace by trace.
 func TestSourcesSharedUntilRelease(t *testing.T) {
 	h := newHarness(t, nil)
 	td := sharedSourceBatch(t)
@@ -516,17 +518,55 @@ func TestSourcesSharedUntilRelease(t *testing.T) {
 
 	h.sendTraces(sharedSourceBatch(t))
 	h.advance(2 * time.Second)
-	byTrace := map[string][]string{}
-	for _, out := range h.sink.AllTraces() {
-		byTrace[out.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID().String()] = layout(out)
-	}
+	require.Len(t, h.sink.AllTraces(), 1, "one release, one call downstream")
 	ppRes := "map[k8s.pod.name:productpage-v1-7d9c service.name:" + pp + "] https://example.com/rs:"
 	assert.Equal(t, []string{
-		ppRes + " [s1 1.0 map[scope.attr:s1] https://example.com/s1: 1 3]",
+		ppRes + " [s1 1.0 map[scope.attr:s1] https://example.com/s1: 1 3 2] [s2 1.0 map[scope.attr:s2] https://example.com/s2: 4]",
 		"map[service.name:" + rv + "] : [s3 1.0 map[scope.attr:s3] https://example.com/s3: 5]",
-	}, byTrace[pad(traceA)])
-	assert.Equal(t, []string{
-		ppRes + " [s1 1.0 map[scope.attr:s1] https://example.com/s1: 2] [s2 1.0 map[scope.attr:s2] https://example.com/s2: 4]",
-	}, byTrace[pad(traceB)])
+	}, layout(h.sink.AllTraces()[0]))
+	h.shutdown()
+}
+
+// TestReleaseBatchesHoldWholeTraces: a release is handed on in as few
+// calls as the batch cap allows; a trace is never split between calls, and
+// a trace bigger than the cap goes alone.
+func TestReleaseBatchesHoldWholeTraces(t *testing.T) {
+	h := newHarness(t, nil)
+	sizes := []int{3000, 3000, 3000, maxReleaseBatchSpans + 100, 1, 2000, 2000}
+	td := ptrace.NewTraces()
+	ss := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
+	for tr, n := range sizes {
+		for i := range n {
+			span := ss.Spans().AppendEmpty()
+			span.SetTraceID(pcommon.TraceID{15: byte(tr + 1)})
+			span.SetSpanID(pcommon.SpanID{0: byte(tr + 1), 6: byte(i >> 8), 7: byte(i)})
+		}
+	}
+	h.sendTraces(td)
+	h.advance(2 * time.Second)
+	calls := map[pcommon.TraceID]int{}
+	var perCall, firstTrace []int
+	for _, out := range h.sink.AllTraces() {
+		perCall = append(perCall, out.SpanCount())
+		// one source: units follow each other in the call's one scope
+		firstTrace = append(firstTrace, int(out.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID()[15]))
+		seen := map[pcommon.TraceID]int{}
+		pdatautil.EachSpan(out, func(s ptrace.Span) { seen[s.TraceID()]++ })
+		for id, n := range seen {
+			calls[id]++
+			assert.Equal(t, sizes[id[15]-1], n, "trace %d leaves whole", id[15])
+		}
+		if len(seen) > 1 {
+			assert.LessOrEqual(t, out.SpanCount(), maxReleaseBatchSpans, "only a lone trace may exceed the cap")
+		}
+	}
+	for tr := range sizes {
+		assert.Equal(t, 1, calls[pcommon.TraceID{15: byte(tr + 1)}], "trace %d in one call", tr+1)
+	}
+	for i := 1; i < len(perCall); i++ {
+		assert.Greater(t, perCall[i-1]+sizes[firstTrace[i]-1], maxReleaseBatchSpans,
+			"a call ends only when the next trace does not fit: %v", perCall)
+	}
+	assert.Less(t, len(perCall), len(sizes), "traces share calls")
 	h.shutdown()
 }

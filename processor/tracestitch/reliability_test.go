@@ -87,7 +87,12 @@ func TestShutdownWithBlockedConsumerHonoursContext(t *testing.T) {
 	sink := &scriptedSink{block: make(chan struct{}), entered: make(chan struct{}, 1)}
 	h.p.next = sink
 	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp})
-	h.send(ts{trace: traceB, id: "2222222222222222", kind: S, service: pp})
+	// too big to join A's batch: it is handed on in a second call
+	big := make([]ts, maxReleaseBatchSpans)
+	for i := range big {
+		big[i] = ts{trace: traceB, id: fmt.Sprintf("%016x", 0x2000+i), kind: S, service: pp}
+	}
+	h.send(big...)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -95,11 +100,11 @@ func TestShutdownWithBlockedConsumerHonoursContext(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Less(t, time.Since(start), 5*time.Second, "Shutdown returned when its context ended")
 	<-sink.entered
-	close(sink.block) // the consumer finally returns: the first unit lands, the rest was counted
+	close(sink.block) // the consumer finally returns: the first batch lands, the rest was counted
 	require.Eventually(t, func() bool {
-		return h.counter("processor_tracestitch_spans_released")+h.counter("processor_tracestitch_spans_dropped") == 2
+		return h.counter("processor_tracestitch_spans_released")+h.counter("processor_tracestitch_spans_dropped") == int64(h.in)
 	}, 5*time.Second, 10*time.Millisecond)
-	assert.Equal(t, int64(1), h.counter("processor_tracestitch_spans_dropped", attribute.String("reason", "shutdown_timeout")))
+	assert.Equal(t, int64(maxReleaseBatchSpans), h.counter("processor_tracestitch_spans_dropped", attribute.String("reason", "shutdown_timeout")))
 	assert.Equal(t, int64(1), h.counter("processor_tracestitch_spans_released"))
 }
 
