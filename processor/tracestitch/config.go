@@ -43,6 +43,9 @@ type Config struct {
 	LateSpanTTL time.Duration `mapstructure:"late_span_ttl"`
 	// MaxIndexEntries bounds the index of released spans.
 	MaxIndexEntries int `mapstructure:"max_index_entries"`
+	// ReleaseBatchMaxSpans caps the spans of one call downstream; a trace is
+	// never split, so a bigger one goes alone.
+	ReleaseBatchMaxSpans int `mapstructure:"release_batch_max_spans"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -109,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxIndexEntries < 0 {
 		errs = append(errs, fmt.Errorf("max_index_entries must not be negative, got %d", c.MaxIndexEntries))
+	}
+	if c.ReleaseBatchMaxSpans <= 0 {
+		errs = append(errs, fmt.Errorf("release_batch_max_spans must be greater than 0, got %d", c.ReleaseBatchMaxSpans))
 	}
 	return errors.Join(errs...)
 }

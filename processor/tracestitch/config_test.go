@@ -48,6 +48,8 @@ func TestLoadConfig(t *testing.T) {
 		InstanceIdentity: []string{"k8s.pod.name", "host.name"},
 		LateSpanTTL:      10 * time.Second,
 		MaxIndexEntries:  500,
+
+		ReleaseBatchMaxSpans: 100,
 	}, custom)
 }
 
@@ -65,6 +67,7 @@ func TestInvalidConfig(t *testing.T) {
 		"no_instance_identity":       "instance_identity must not be empty",
 		"negative_late_ttl":          "late_span_ttl must not be negative",
 		"negative_index":             "max_index_entries must not be negative",
+		"zero_release_batch":         "release_batch_max_spans must be greater than 0",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := loadConfig(t, name)

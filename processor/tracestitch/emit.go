@@ -7,12 +7,8 @@ import (
 
 const stitchedByAttribute = "tracestitch.stitched_by"
 
-// maxReleaseBatchSpans caps the spans handed on in one ConsumeTraces call,
-// as the batch processor's default send_batch_size does; a trace is never
-// split, so a bigger unit goes alone.
-const maxReleaseBatchSpans = 8192
-
-// releaseBatch is the released units of one ConsumeTraces call, in one
+// releaseBatch is the released units of one ConsumeTraces call (at most
+// release_batch_max_spans spans, unless a lone unit is bigger), in one
 // ptrace.Traces: one ResourceSpans per received resource and one ScopeSpans
 // per received scope (a copy of each, shared by all the traces whose spans
 // arrived under it), so that a release costs a few copies and one call

@@ -18,6 +18,8 @@ const (
 	defaultOriginalTraceID  = "tracestitch.original_trace_id"
 	defaultLateSpanTTL      = 60 * time.Second
 	defaultMaxIndexEntries  = 1_000_000
+	// the batch processor's default send_batch_size
+	defaultReleaseBatchMaxSpans = 8192
 )
 
 // NewFactory returns the factory of the tracestitch processor.
@@ -43,6 +45,8 @@ func createDefaultConfig() component.Config {
 		InstanceIdentity: []string{"node_id", "k8s.pod.name", "service.instance.id", "host.name", "service.name"},
 		LateSpanTTL:      defaultLateSpanTTL,
 		MaxIndexEntries:  defaultMaxIndexEntries,
+
+		ReleaseBatchMaxSpans: defaultReleaseBatchMaxSpans,
 	}
 }
 

@@ -152,6 +152,7 @@ func FuzzConfig(f *testing.F) {
 	f.Add([]byte("stitch_mode: link\nrequest_id: {enabled: true, attributes: [a], time_tolerance: 5ms}\n"))
 	f.Add([]byte("max_wait: -1s\ninstance_identity: []\n"))
 	f.Add([]byte("late_span_ttl: 0s\nmax_index_entries: 0\nrequest_id: {attributes: [\"\"]}\n"))
+	f.Add([]byte("release_batch_max_spans: 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var raw map[string]any
 		if yaml.Unmarshal(data, &raw) != nil {
@@ -167,6 +168,7 @@ func FuzzConfig(f *testing.F) {
 		require.Positive(t, cfg.WaitDuration)
 		require.GreaterOrEqual(t, cfg.MaxWait, cfg.WaitDuration)
 		require.Positive(t, cfg.MaxBufferedSpans)
+		require.Positive(t, cfg.ReleaseBatchMaxSpans)
 		h := newHarness(t, func(c *Config) { *c = *cfg })
 		h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40},
 			ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34})

@@ -237,7 +237,7 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
 			continue
 		}
-		if b.spans > 0 && b.spans+u.spans > maxReleaseBatchSpans {
+		if b.spans > 0 && b.spans+u.spans > p.cfg.ReleaseBatchMaxSpans {
 			p.send(ctx, b, &tally)
 		}
 		b.add(u, p.cfg.OriginalTraceIDAttribute)

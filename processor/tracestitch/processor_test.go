@@ -528,45 +528,57 @@ func TestSourcesSharedUntilRelease(t *testing.T) {
 }
 
 // TestReleaseBatchesHoldWholeTraces: a release is handed on in as few
-// calls as the batch cap allows; a trace is never split between calls, and
-// a trace bigger than the cap goes alone.
+// calls as release_batch_max_spans allows; a trace is never split between
+// calls, and a trace bigger than the cap goes alone.
 func TestReleaseBatchesHoldWholeTraces(t *testing.T) {
-	h := newHarness(t, nil)
-	sizes := []int{3000, 3000, 3000, maxReleaseBatchSpans + 100, 1, 2000, 2000}
-	td := ptrace.NewTraces()
-	ss := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
-	for tr, n := range sizes {
-		for i := range n {
-			span := ss.Spans().AppendEmpty()
-			span.SetTraceID(pcommon.TraceID{15: byte(tr + 1)})
-			span.SetSpanID(pcommon.SpanID{0: byte(tr + 1), 6: byte(i >> 8), 7: byte(i)})
-		}
+	const limit = 1000
+	sizes := []int{300, 300, 300, limit + 10, 1, 200, 200}
+	for name, tc := range map[string]struct {
+		limit    int
+		maxCalls int
+	}{
+		"default, one call":  {defaultReleaseBatchMaxSpans, 1},
+		"capped":             {limit, len(sizes) - 1},
+		"one trace per call": {1, len(sizes)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.ReleaseBatchMaxSpans = tc.limit })
+			td := ptrace.NewTraces()
+			ss := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
+			for tr, n := range sizes {
+				for i := range n {
+					span := ss.Spans().AppendEmpty()
+					span.SetTraceID(pcommon.TraceID{15: byte(tr + 1)})
+					span.SetSpanID(pcommon.SpanID{0: byte(tr + 1), 6: byte(i >> 8), 7: byte(i)})
+				}
+			}
+			h.sendTraces(td)
+			h.advance(2 * time.Second)
+			calls := map[pcommon.TraceID]int{}
+			var perCall, firstTrace []int
+			for _, out := range h.sink.AllTraces() {
+				perCall = append(perCall, out.SpanCount())
+				// one source: units follow each other in the call's one scope
+				firstTrace = append(firstTrace, int(out.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID()[15]))
+				seen := map[pcommon.TraceID]int{}
+				pdatautil.EachSpan(out, func(s ptrace.Span) { seen[s.TraceID()]++ })
+				for id, n := range seen {
+					calls[id]++
+					assert.Equal(t, sizes[id[15]-1], n, "trace %d leaves whole", id[15])
+				}
+				if len(seen) > 1 {
+					assert.LessOrEqual(t, out.SpanCount(), tc.limit, "only a lone trace may exceed the cap")
+				}
+			}
+			for tr := range sizes {
+				assert.Equal(t, 1, calls[pcommon.TraceID{15: byte(tr + 1)}], "trace %d in one call", tr+1)
+			}
+			for i := 1; i < len(perCall); i++ {
+				assert.Greater(t, perCall[i-1]+sizes[firstTrace[i]-1], tc.limit,
+					"a call ends only when the next trace does not fit: %v", perCall)
+			}
+			assert.LessOrEqual(t, len(perCall), tc.maxCalls, "calls: %v", perCall)
+			h.shutdown()
+		})
 	}
-	h.sendTraces(td)
-	h.advance(2 * time.Second)
-	calls := map[pcommon.TraceID]int{}
-	var perCall, firstTrace []int
-	for _, out := range h.sink.AllTraces() {
-		perCall = append(perCall, out.SpanCount())
-		// one source: units follow each other in the call's one scope
-		firstTrace = append(firstTrace, int(out.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID()[15]))
-		seen := map[pcommon.TraceID]int{}
-		pdatautil.EachSpan(out, func(s ptrace.Span) { seen[s.TraceID()]++ })
-		for id, n := range seen {
-			calls[id]++
-			assert.Equal(t, sizes[id[15]-1], n, "trace %d leaves whole", id[15])
-		}
-		if len(seen) > 1 {
-			assert.LessOrEqual(t, out.SpanCount(), maxReleaseBatchSpans, "only a lone trace may exceed the cap")
-		}
-	}
-	for tr := range sizes {
-		assert.Equal(t, 1, calls[pcommon.TraceID{15: byte(tr + 1)}], "trace %d in one call", tr+1)
-	}
-	for i := 1; i < len(perCall); i++ {
-		assert.Greater(t, perCall[i-1]+sizes[firstTrace[i]-1], maxReleaseBatchSpans,
-			"a call ends only when the next trace does not fit: %v", perCall)
-	}
-	assert.Less(t, len(perCall), len(sizes), "traces share calls")
-	h.shutdown()
 }
