@@ -35,6 +35,21 @@ func median(rs []bench.Round, f func(bench.Round) float64) float64 {
 	return v[len(v)/2]
 }
 
+// roundRange is the lowest and highest CPU ratio a/b over the rounds.
+func roundRange(a, b []bench.Round) string {
+	lo, hi := 0.0, 0.0
+	for i := range a {
+		r := (float64(a[i].CPU) / float64(a[i].Spans)) / (float64(b[i].CPU) / float64(b[i].Spans))
+		if i == 0 || r < lo {
+			lo = r
+		}
+		if i == 0 || r > hi {
+			hi = r
+		}
+	}
+	return fmt.Sprintf("%.1f–%.1f×", lo, hi)
+}
+
 func run(spans, rounds, maxHeld int) error {
 	fmt.Printf("machine: %s/%s, %d CPUs (GOMAXPROCS %d), %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Printf("input: meshsim traffic, 30%% of requests broken (request ID only), %d spans per round, wait_duration %v, median of %d rounds\n\n", spans, bench.Wait, rounds)
@@ -49,6 +64,7 @@ func run(spans, rounds, maxHeld int) error {
 		lost, sent       int64
 	}
 	var ingest []ingestRow
+	var spread []string
 	ingestPerSpan := func(r bench.Round) float64 { return float64(r.Ingest.Nanoseconds()) / float64(r.Spans) }
 	waitPerSpan := func(r bench.Round) float64 { return float64(r.LockWait.Nanoseconds()) / float64(r.Spans) }
 	for _, shape := range []bench.Shape{bench.Spans10, bench.Spans100} {
@@ -98,6 +114,15 @@ func run(spans, rounds, maxHeld int) error {
 				shape, s, 1e9/cpu[s], cpu[s], wall, allocs, lost, len(rs)*in.Spans,
 				cpu[s]/cpu[bench.Groupbytrace], cpu[s]/cpu[bench.Floor], cpu[s]/cpu[bench.RewriteFloor])
 		}
+		spread = append(spread, fmt.Sprintf("%d-span traces: throughput vs groupbytrace %s, cost vs floor %s, cost vs rewrite floor %s",
+			shape, roundRange(rows[bench.Groupbytrace], rows[bench.Tracestitch]),
+			roundRange(rows[bench.Tracestitch], rows[bench.Floor]), roundRange(rows[bench.Tracestitch], rows[bench.RewriteFloor])))
+	}
+
+	fmt.Println("\nthe same ratios round by round (each round's passes ran back to back), lowest–highest:")
+	fmt.Println()
+	for _, l := range spread {
+		fmt.Println("* " + l)
 	}
 
 	fmt.Println("\ningest with concurrent callers (same rounds; ingest: wall time until every ConsumeTraces returned; lock wait: time goroutines were blocked on locks, runtime's /sync/mutex/wait/total; 2 callers feed alternate batches; per span):")
