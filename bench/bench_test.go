@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -122,4 +123,24 @@ func outputOf(t *testing.T, s Subject, in Input) (map[spanKey]placement, int) {
 		})
 	}
 	return out, moved
+}
+
+// TestClonesKeepTheReceiversLayout: a cloned span has the room for added
+// attributes that the receiver's output has (CopyTo alone sizes arrays
+// exactly, which would make every added attribute copy the array).
+func TestClonesKeepTheReceiversLayout(t *testing.T) {
+	in := Generate(Spans10, 2_000)
+	clone := in.CloneAs(warmSpace)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for _, td := range clone {
+		pdatautil.EachSpan(td, func(s ptrace.Span) {
+			attrs := s.Attributes()
+			attrs.EnsureCapacity(attrs.Len() + 2) // what tracestitch adds at most
+		})
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.Mallocs - before.Mallocs; n > uint64(in.Spans/100) {
+		t.Fatalf("making room for two attributes on %d spans allocated %d times", in.Spans, n)
+	}
 }

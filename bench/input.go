@@ -7,6 +7,7 @@ package bench
 import (
 	"encoding/binary"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -80,6 +81,9 @@ type Input struct {
 	// (see stitchDecisions); reps: the number of replicas
 	moves map[pcommon.TraceID]pcommon.TraceID
 	reps  int
+	// attrCaps: the capacity of each span's attribute array as the
+	// receiver left it, per simulated batch (Batches repeats them)
+	attrCaps [][]int
 }
 
 // Generate makes about `spans` spans of requests of the given shape, 30% of
@@ -102,6 +106,7 @@ func Generate(shape Shape, spans int) Input {
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Arrival.Before(all[j].Arrival) })
 
 	var base []ptrace.Traces
+	var caps [][]int
 	n := 0
 	for _, b := range meshsim.Batches(all, 50e6) {
 		td, err := meshsim.Traces(b)
@@ -109,9 +114,10 @@ func Generate(shape Shape, spans int) Input {
 			panic(err)
 		}
 		base = append(base, td)
+		caps = append(caps, attrCapacities(td))
 		n += td.SpanCount()
 	}
-	in := Input{moves: stitchDecisions(all)}
+	in := Input{moves: stitchDecisions(all), attrCaps: caps}
 	for rep := 0; in.Spans < spans; rep++ {
 		in.reps++
 		for _, td := range base {
@@ -216,9 +222,38 @@ func (in Input) CloneAs(space uint64) []ptrace.Traces {
 	for i, td := range in.Batches {
 		out[i] = ptrace.NewTraces()
 		td.CopyTo(out[i])
+		keepCapacities(out[i], in.attrCaps[i%len(in.attrCaps)])
 		if space > 0 {
 			reID(out[i], space<<20)
 		}
 	}
 	return out
+}
+
+// The receivers leave room in a span's attribute array: the Zipkin
+// receiver sizes it for the span's tags and then appends the endpoint
+// attributes, so Envoy's spans arrive with 12 attributes in an array of
+// 22. CopyTo sizes the copy exactly, and a processor that adds an attribute
+// (tracestitch, on the spans it moves) would then copy every array it
+// touches, which it does not have to do on a receiver's output. So the
+// copies get the capacities back (keepCapacities); pcommon.Map does not
+// tell its capacity, so it is read through reflection (read only).
+
+// attrCapacities returns the attribute capacity of each span of td.
+func attrCapacities(td ptrace.Traces) []int {
+	var caps []int
+	pdatautil.EachSpan(td, func(s ptrace.Span) {
+		caps = append(caps, reflect.ValueOf(s.Attributes()).Field(0).Elem().Cap())
+	})
+	return caps
+}
+
+// keepCapacities gives the spans of td, a copy, the attribute capacities
+// caps of the original.
+func keepCapacities(td ptrace.Traces, caps []int) {
+	i := 0
+	pdatautil.EachSpan(td, func(s ptrace.Span) {
+		s.Attributes().EnsureCapacity(caps[i])
+		i++
+	})
 }
