@@ -217,12 +217,18 @@ func (in Input) Clone() []ptrace.Traces { return in.CloneAs(0) }
 
 // CloneAs is Clone with every ID moved to another replica space, so that a
 // warm-up pass and a timed pass never share a trace, span or request ID.
-func (in Input) CloneAs(space uint64) []ptrace.Traces {
+func (in Input) CloneAs(space uint64) []ptrace.Traces { return in.copies(space, true) }
+
+// copies are the batches' copies in ID space space, with the receiver's
+// attribute capacities (see keepCapacities) or exact ones.
+func (in Input) copies(space uint64, receiverLayout bool) []ptrace.Traces {
 	out := make([]ptrace.Traces, len(in.Batches))
 	for i, td := range in.Batches {
 		out[i] = ptrace.NewTraces()
 		td.CopyTo(out[i])
-		keepCapacities(out[i], in.attrCaps[i%len(in.attrCaps)])
+		if receiverLayout {
+			keepCapacities(out[i], in.attrCaps[i%len(in.attrCaps)])
+		}
 		if space > 0 {
 			reID(out[i], space<<20)
 		}

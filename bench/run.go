@@ -226,7 +226,11 @@ func cpuTime() time.Duration {
 // HeldPerSpan buffers the input with a long wait and returns the live heap
 // the subject holds per buffered span.
 func HeldPerSpan(s Subject, in Input) (float64, error) {
-	batches := in.Clone()
+	// Exact attribute arrays: the input's memory is the baseline, and
+	// groupbytrace keeps copies of the spans (exact) where the others keep
+	// the spans themselves, so room left by a receiver would count against
+	// some subjects and for others.
+	batches := in.copies(0, false)
 	sink := &countSink{}
 	base := liveHeap()
 	p, tel, err := create(s, in, time.Hour, 4*in.Spans, sink)
