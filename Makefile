@@ -8,7 +8,7 @@ OCB         := $(BIN)/builder-$(OCB_VERSION)
 COLLECTOR   := build/otelcol-tracestitch
 COMPONENT   := processor/tracestitch
 
-.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e accuracy bench fuzz clean
+.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e accuracy bench profile fuzz clean
 
 JAEGER      := $(BIN)/jaeger
 
@@ -68,6 +68,13 @@ accuracy:
 ## bench: tracestitch vs groupbytraceprocessor vs a regroup-only floor and the rewrite floor, same input, one run; prints the table
 bench:
 	$(GO) run ./bench/cmd/benchtable
+
+## profile: CPU profiles of SUBJECT's timed bench passes on SHAPE-span traces, in build/ (prints the pprof command)
+SUBJECT ?= tracestitch
+SHAPE ?= 100
+profile:
+	mkdir -p build
+	$(GO) run ./bench/cmd/benchtable -cpuprofile build/cpu-$(SHAPE).out -subject "$(SUBJECT)" -shape $(SHAPE) -rounds 20
 
 ## fuzz: each fuzz target for FUZZTIME (CI runs 1500 executions of each in `make test`)
 FUZZTIME ?= 2m

@@ -40,6 +40,12 @@ var Subjects = []Subject{Tracestitch, Groupbytrace, Floor, RewriteFloor}
 // warmSpace is the ID space of the warm-up copy (the timed copy's is 0).
 const warmSpace = 1
 
+// TimedPass, when set, is called with true right before each timed pass of
+// a round and with false right after it: benchtable -cpuprofile starts and
+// stops a CPU profile with it, so that the profile holds what the table
+// measures and not the copying of the input or the warm-up.
+var TimedPass func(start bool)
+
 // Wait is the wait_duration of the timed subjects.
 const Wait = 100 * time.Millisecond
 
@@ -157,6 +163,9 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	wait0 := lockWait()
+	if TimedPass != nil {
+		TimedPass(true)
+	}
 	cpu0, wall0 := cpuTime(), time.Now()
 	if err := feed(ctx, p, batches, producers); err != nil {
 		return Round{}, err
@@ -168,6 +177,9 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 		}
 	}
 	lost := waitFor(sink, want)
+	if TimedPass != nil {
+		TimedPass(false)
+	}
 	r := Round{Spans: in.Spans, Wall: time.Since(wall0), Ingest: ingest, CPU: cpuTime() - cpu0, Lost: lost}
 	r.LockWait = lockWait() - wait0
 	runtime.ReadMemStats(&m1)

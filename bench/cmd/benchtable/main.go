@@ -6,10 +6,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 
 	"github.com/tracestitch/tracestitch/bench"
@@ -19,11 +21,59 @@ func main() {
 	spans := flag.Int("spans", 100_000, "spans per throughput round")
 	rounds := flag.Int("rounds", 5, "rounds per subject, taking turns (median is reported)")
 	maxHeld := flag.Int("max-held", 1_000_000, "largest buffered volume for the memory and flatness tables")
+	cpuprofile := flag.String("cpuprofile", "", "instead of the tables: profile the timed passes of -subject on -shape, one file per round (FILE.1, FILE.2, ...)")
+	subject := flag.String("subject", string(bench.Tracestitch), "subject to profile")
+	shape := flag.Int("shape", int(bench.Spans100), "trace shape to profile: 10 or 100")
 	flag.Parse()
-	if err := run(*spans, *rounds, *maxHeld); err != nil {
+	var err error
+	if *cpuprofile != "" {
+		err = profile(*cpuprofile, bench.Subject(*subject), bench.Shape(*shape), *spans, *rounds)
+	} else {
+		err = run(*spans, *rounds, *maxHeld)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)
 	}
+}
+
+// profile runs rounds of one subject with a CPU profile of each timed pass.
+func profile(file string, s bench.Subject, shape bench.Shape, spans, rounds int) error {
+	if shape != bench.Spans10 && shape != bench.Spans100 {
+		return fmt.Errorf("-shape must be 10 or 100, got %d", shape)
+	}
+	in := bench.Generate(shape, spans)
+	var (
+		out     *os.File
+		files   []string
+		profErr error
+	)
+	bench.TimedPass = func(start bool) {
+		if !start {
+			pprof.StopCPUProfile()
+			profErr = errors.Join(profErr, out.Close())
+			return
+		}
+		var err error
+		if out, err = os.Create(fmt.Sprintf("%s.%d", file, len(files)+1)); err == nil {
+			files = append(files, out.Name())
+			err = pprof.StartCPUProfile(out)
+		}
+		profErr = errors.Join(profErr, err)
+	}
+	defer func() { bench.TimedPass = nil }()
+	for range rounds {
+		r, err := bench.RunRound(s, in)
+		if err != nil {
+			return err
+		}
+		if profErr != nil {
+			return profErr
+		}
+		fmt.Printf("%s, %d-span traces: %.0f CPU ns/span\n", s, shape, float64(r.CPU.Nanoseconds())/float64(r.Spans))
+	}
+	fmt.Printf("%d profiles; read them with: go tool pprof -top %s.*\n", len(files), file)
+	return nil
 }
 
 func median(rs []bench.Round, f func(bench.Round) float64) float64 {
