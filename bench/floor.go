@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 	"github.com/tracestitch/tracestitch/processor/tracestitch"
 )
 
@@ -73,26 +74,20 @@ func (f *floor) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 		f.consumeMoving(td)
 		return nil
 	}
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		sss := rs.ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			ss := sss.At(j)
-			dests := map[pcommon.TraceID]ptrace.SpanSlice{}
-			spans := ss.Spans()
-			for k := 0; k < spans.Len(); k++ {
-				s := spans.At(k)
-				tid := s.TraceID()
-				dest, ok := dests[tid]
-				if !ok {
-					dest = f.scopeOf(tid, rs, ss)
-					dests[tid] = dest
-				}
-				s.MoveTo(dest.AppendEmpty())
+	pdatautil.EachScope(td, func(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans) {
+		dests := map[pcommon.TraceID]ptrace.SpanSlice{}
+		spans := ss.Spans()
+		for k := 0; k < spans.Len(); k++ {
+			s := spans.At(k)
+			tid := s.TraceID()
+			dest, ok := dests[tid]
+			if !ok {
+				dest = f.scopeOf(tid, rs, ss)
+				dests[tid] = dest
 			}
+			s.MoveTo(dest.AppendEmpty())
 		}
-	}
+	})
 	return nil
 }
 
@@ -111,41 +106,35 @@ func (f *floor) scopeOf(group pcommon.TraceID, rs ptrace.ResourceSpans, ss ptrac
 	return ssd.Spans()
 }
 
-// consumeMoving is ConsumeTraces of the rewrite floor. The floor's own loop
-// is kept apart, as it was before the rewrite floor existed, so that the
-// anchor pays nothing for it.
+// consumeMoving is ConsumeTraces of the rewrite floor. Its per-span loop is
+// kept apart from the floor's, which a shared one (with this loop's bigger
+// map values) made about 5% slower: the anchor pays nothing for it.
 func (f *floor) consumeMoving(td ptrace.Traces) {
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		sss := rs.ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			ss := sss.At(j)
-			dests := map[pcommon.TraceID]destination{}
-			spans := ss.Spans()
-			for k := 0; k < spans.Len(); k++ {
-				s := spans.At(k)
-				tid := s.TraceID()
-				dest, ok := dests[tid]
-				if !ok {
-					group := tid
-					if to, moved := f.moves[tid]; moved {
-						dest.move = &move{to: to, original: tid.String()}
-						group = to
-					}
-					dest.spans = f.scopeOf(group, rs, ss)
-					dests[tid] = dest
+	pdatautil.EachScope(td, func(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans) {
+		dests := map[pcommon.TraceID]destination{}
+		spans := ss.Spans()
+		for k := 0; k < spans.Len(); k++ {
+			s := spans.At(k)
+			tid := s.TraceID()
+			dest, ok := dests[tid]
+			if !ok {
+				group := tid
+				if to, moved := f.moves[tid]; moved {
+					dest.move = &move{to: to, original: tid.String()}
+					group = to
 				}
-				if m := dest.move; m != nil {
-					attrs := s.Attributes()
-					attrs.EnsureCapacity(attrs.Len() + 1)
-					attrs.PutStr(originalTraceIDAttribute, m.original)
-					s.SetTraceID(m.to)
-				}
-				s.MoveTo(dest.spans.AppendEmpty())
+				dest.spans = f.scopeOf(group, rs, ss)
+				dests[tid] = dest
 			}
+			if m := dest.move; m != nil {
+				attrs := s.Attributes()
+				attrs.EnsureCapacity(attrs.Len() + 1)
+				attrs.PutStr(originalTraceIDAttribute, m.original)
+				s.SetTraceID(m.to)
+			}
+			s.MoveTo(dest.spans.AppendEmpty())
 		}
-	}
+	})
 }
 
 func (f *floor) Shutdown(ctx context.Context) error { return f.flush(ctx) }
