@@ -238,20 +238,20 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 			continue
 		}
 		if b.spans > 0 && b.spans+u.spans > p.cfg.ReleaseBatchMaxSpans {
-			p.send(ctx, b, &tally)
+			p.send(ctx, tctx, b, &tally)
 		}
 		b.add(u, p.cfg.OriginalTraceIDAttribute)
 	}
-	p.send(ctx, b, &tally)
+	p.send(ctx, tctx, b, &tally)
 	p.record(tctx, &tally)
 }
 
-// send hands the batch to the next consumer and starts a new one.
-func (p *tracestitchProcessor) send(ctx context.Context, b *releaseBatch, tally *releaseTally) {
+// send hands the batch to the next consumer and starts a new one; tctx
+// records telemetry (see emit).
+func (p *tracestitchProcessor) send(ctx, tctx context.Context, b *releaseBatch, tally *releaseTally) {
 	if b.spans == 0 {
 		return
 	}
-	tctx := context.WithoutCancel(ctx)
 	if err := ctx.Err(); err != nil {
 		p.drop(tctx, b.spans, reasonShutdown, err)
 	} else if err := p.next.ConsumeTraces(ctx, b.td); err != nil {
