@@ -141,6 +141,8 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 	}
 	defer tel.Shutdown(context.Background()) //nolint:errcheck
 	ctx := context.Background()
+	// the floors have no clock: they release on Shutdown (or flush)
+	fl, isFloor := p.(*floor)
 	if !flush {
 		warm := in.CloneAs(warmSpace)
 		for _, td := range warm {
@@ -148,7 +150,7 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 				return Round{}, err
 			}
 		}
-		if fl, ok := p.(*floor); ok {
+		if isFloor {
 			if err := fl.flush(ctx); err != nil {
 				return Round{}, err
 			}
@@ -171,7 +173,7 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 		return Round{}, err
 	}
 	ingest := time.Since(wall0)
-	if _, ok := p.(*floor); flush || ok {
+	if flush || isFloor {
 		if err := p.Shutdown(ctx); err != nil {
 			return Round{}, err
 		}
@@ -184,7 +186,7 @@ func runRound(s Subject, in Input, wait time.Duration, flush bool, producers int
 	r.LockWait = lockWait() - wait0
 	runtime.ReadMemStats(&m1)
 	r.Allocs = m1.Mallocs - m0.Mallocs
-	if _, ok := p.(*floor); !flush && !ok {
+	if !flush && !isFloor {
 		if err := p.Shutdown(ctx); err != nil {
 			return r, err
 		}
