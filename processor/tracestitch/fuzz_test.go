@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tracestitch/tracestitch/internal/pdatautil"
 )
 
 // fuzzTraces decodes bytes into spans drawn from small alphabets of IDs,
@@ -125,14 +127,12 @@ func requireSourcesKept(t *testing.T, in, out []ptrace.Traces) {
 	}
 	each := func(tds []ptrace.Traces, f func(n int64, src string)) {
 		for _, td := range tds {
-			for _, rs := range td.ResourceSpans().All() {
-				for _, ss := range rs.ScopeSpans().All() {
-					for _, span := range ss.Spans().All() {
-						n, _ := span.Attributes().Get("fuzz.span")
-						f(n.Int(), source(rs, ss))
-					}
+			pdatautil.EachScope(td, func(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans) {
+				for _, span := range ss.Spans().All() {
+					n, _ := span.Attributes().Get("fuzz.span")
+					f(n.Int(), source(rs, ss))
 				}
-			}
+			})
 		}
 	}
 	want := map[int64]string{}
