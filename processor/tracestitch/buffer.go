@@ -3,8 +3,10 @@ package tracestitch // import "github.com/tracestitch/tracestitch/processor/trac
 import (
 	"cmp"
 	"encoding/binary"
+	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -22,14 +24,18 @@ type group struct {
 	recs    []heldRec
 	ext     []heldExt
 
-	// unit bookkeeping, valid on the root group only.
+	// unit bookkeeping, valid on the root group only. Adds update spans
+	// and lastSeen under the lock of their own group's shard, and a
+	// unit's root may be in another shard, hence atomics; the rest changes
+	// only under the exclusive lock.
 	parent    *group
-	spans     int
-	firstSeen int64 // ns on the buffer's clock
-	lastSeen  int64
+	spans     atomic.Int64
+	firstSeen int64        // ns on the buffer's clock
+	lastSeen  atomic.Int64 // ns; only grows
 	// met is what only groups that met another have (most never do).
 	met      *groupMet
 	ref      uint32 // handle in the buffer's indexes
+	shard    uint8  // trace shard
 	released bool
 }
 
@@ -87,6 +93,7 @@ func (g *group) member(i int) *group {
 	return g
 }
 
+// root finds g's unit root, shortening the path (exclusive lock only).
 func (g *group) root() *group {
 	r := g
 	for r.parent != nil {
@@ -96,6 +103,25 @@ func (g *group) root() *group {
 		g.parent, g = r, g.parent
 	}
 	return r
+}
+
+// findRoot finds g's unit root without changing anything, for adds,
+// which hold the world lock shared: merges happen under the exclusive lock.
+func (g *group) findRoot() *group {
+	for g.parent != nil {
+		g = g.parent
+	}
+	return g
+}
+
+// seenAfter records that a span of the unit arrived at now.
+func (g *group) seenAfter(now int64) {
+	for {
+		last := g.lastSeen.Load()
+		if now <= last || g.lastSeen.CompareAndSwap(last, now) {
+			return
+		}
+	}
 }
 
 // unit is a set of groups released together.
@@ -110,43 +136,45 @@ type unit struct {
 }
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
-// same request. It is not safe for concurrent use; the processor locks it
-// (batches are split before, with the immutable reader and the
-// self-locking service table only).
+// same request. Adds run concurrently: each holds the world lock shared and
+// locks only the shards it touches, one at a time: the trace shards of its
+// trace IDs (groups, deadlines, record pools) and the key shards of its
+// span IDs, parents and request IDs (the indexes). Everything that takes
+// units out (release, eviction, Shutdown) and the rare reread of a marked
+// service's SERVER spans hold the world lock exclusively, and need no shard
+// lock then.
 type buffer struct {
 	wait, maxWait time.Duration
 	maxSpans      int
 	reader        recReader
 
-	groups map[pcommon.TraceID]*group
-	// bySpanID: groups holding a span with this ID.
-	bySpanID multiIndex
-	// byParent: groups holding a span whose parent was not in its own group
-	// when it arrived (so the parent's group can find it).
-	byParent multiIndex
-	// byReqKey: groups holding a span with this request ID (by its 64-bit
-	// fold: a collision only gathers more, the stitcher compares whole keys).
-	byReqKey multiIndex
-	refs     groupRefs
-	names    *serviceTable
+	world  sync.RWMutex
+	traces [traceShards]traceShard
+	keys   [keyShards]keyShard
+	refs   groupRefs
+	names  *serviceTable
+	// linkMu guards groups' met, by stripe: a link writes to two groups
+	// that may belong to any shards.
+	linkMu    [linkStripes]paddedMutex
+	shardSeed uint64 // trace shards
+	keySeed   uint64 // key shards
 
-	due deadlineQueue
 	// epoch is the origin of the buffer's nanosecond clock (monotonic when
 	// the caller's times are).
 	epoch time.Time
-	fifo  []*group // groups in creation order, for eviction
-	head  int
 	// groupSeq numbers groups in creation order.
-	groupSeq uint64
+	groupSeq atomic.Uint64
+	// spans buffered, counted when an add reserves room for its batch.
+	spans atomic.Int64
 
-	spans int
+	// retired holds stitched units until the next exclusive section takes
+	// their records back (see retire).
+	retiredMu sync.Mutex
+	retired   []*unit
 
-	// scratch, reused under the lock to keep the hot path allocation-free
+	// scratch of the exclusive sections
 	seenSpan map[pcommon.SpanID]struct{}
 	seenKey  map[uint64]struct{}
-	recs     slicePool[heldRec]
-	exts     slicePool[heldExt]
-
 	// touched keeps the loads of idTable.touch from being optimized away.
 	touched uint32
 
@@ -157,28 +185,39 @@ type buffer struct {
 }
 
 func newBuffer(cfg *Config) *buffer {
-	names := newServiceTable()
 	b := &buffer{
-		epoch:    time.Now(),
-		names:    names,
-		wait:     cfg.WaitDuration,
-		maxWait:  cfg.MaxWait,
-		maxSpans: cfg.MaxBufferedSpans,
-		reader:   newRecReader(cfg),
-		groups:   make(map[pcommon.TraceID]*group),
-		seenSpan: make(map[pcommon.SpanID]struct{}),
-		seenKey:  make(map[uint64]struct{}),
+		epoch:     time.Now(),
+		names:     newServiceTable(),
+		wait:      cfg.WaitDuration,
+		maxWait:   cfg.MaxWait,
+		maxSpans:  cfg.MaxBufferedSpans,
+		reader:    newRecReader(cfg),
+		shardSeed: rand.Uint64(),
+		keySeed:   rand.Uint64(),
+		seenSpan:  make(map[pcommon.SpanID]struct{}),
+		seenKey:   make(map[uint64]struct{}),
 	}
-	b.bySpanID = newMultiIndex(&b.refs)
-	b.byParent = newMultiIndex(&b.refs)
-	b.byReqKey = newMultiIndex(&b.refs)
+	for i := range b.traces {
+		b.traces[i].groups = make(map[pcommon.TraceID]*group)
+	}
+	for i := range b.keys {
+		k := &b.keys[i]
+		k.bySpanID = newMultiIndex(&b.refs)
+		k.byParent = newMultiIndex(&b.refs)
+		k.byReqKey = newMultiIndex(&b.refs)
+	}
 	return b
 }
 
 type addStats struct {
 	spans          int
 	invalidRequest int
+	// SERVER spans left unread must be read now (see reread): of all
+	// groups, or of this batch's
+	rereadAll, rereadBatch bool
 }
+
+func (st addStats) rereadDue() bool { return st.rereadAll || st.rereadBatch }
 
 // batchSplit is an incoming batch regrouped by trace ID. It is built before
 // the buffer lock is taken: the pdata moves and attribute reads of a batch
@@ -195,7 +234,13 @@ type batchSplit struct {
 
 	// scratch
 	byTrace map[pcommon.TraceID]int32
-	groups  []*group
+	groups  []*group // of each fragment
+	// add's order by shard (see sortByShard)
+	fragShard           []uint8
+	fragOrder, recOrder []int32
+	fragStart, recStart [traceShards + 1]int32
+	ops                 [keyShards][]keyOp
+	orphan              []bool // of each record
 	// stamp of the current source scope (see fragment)
 	ssStamp uint64
 }
@@ -327,55 +372,160 @@ func (sp *batchSplit) reset() bool {
 	clear(sp.frags)
 	clear(sp.groups)
 	sp.frags, sp.recs, sp.frag, sp.groups = sp.frags[:0], sp.recs[:0], sp.frag[:0], sp.groups[:0]
+	for s := range sp.ops {
+		sp.ops[s] = sp.ops[s][:0]
+	}
 	sp.st = addStats{}
 	clear(sp.byTrace)
 	return true
 }
 
 // add hands the fragments of a split batch to the groups of their trace
-// IDs. A fragment's spans and records are in batch order, so a group's
-// records stay in the order of its spans.
+// IDs and indexes their spans. The caller holds the world lock, shared or
+// exclusive, and has counted the batch's spans in b.spans (see reserve). A
+// fragment's spans and records are in batch order, so a group's records
+// stay in the order of its spans.
+//
+// It runs in three steps, each taking its shards' locks one at a time:
+// find or make the groups (trace shards), index the keys (key shards),
+// then hand over the spans and records (trace shards). Operations on one
+// key run in batch order under its shard's lock, so the indexes end up as
+// if the batches had been added one after the other.
 func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 	now := b.clock(wall)
-	for _, f := range sp.frags {
-		g, ok := b.groups[f.traceID]
-		if !ok {
-			g = b.newGroup(f.traceID, f.parts, now)
-		} else {
-			g.parts = append(g.parts, f.parts...)
+	sp.sortByShard(b)
+	// New groups are numbered in the order of their first span in the
+	// batch, not in shard order, so that the order does not depend on the
+	// shards' random seed (see detach).
+	seq0 := b.groupSeq.Add(uint64(len(sp.frags))) - uint64(len(sp.frags))
+	for s := range traceShards {
+		frags := sp.fragOrder[sp.fragStart[s]:sp.fragStart[s+1]]
+		if len(frags) == 0 {
+			continue
 		}
-		sp.groups = append(sp.groups, g)
+		ts := &b.traces[s]
+		ts.mu.Lock()
+		for _, f := range frags {
+			tid := sp.frags[f].traceID
+			g, ok := ts.groups[tid]
+			if !ok {
+				g = b.newGroup(ts, uint8(s), seq0+uint64(f)+1, tid, now)
+			}
+			sp.groups[f] = g
+		}
+		ts.mu.Unlock()
 	}
-	var touched uint32
-	for i := range sp.recs {
-		touched ^= b.bySpanID.one.touch(spanKey(sp.recs[i].spanID)) ^ b.bySpanID.one.touch(spanKey(sp.recs[i].parentID))
+	b.indexKeys(sp)
+	for s := range traceShards {
+		frags := sp.fragOrder[sp.fragStart[s]:sp.fragStart[s+1]]
+		if len(frags) == 0 {
+			continue
+		}
+		ts := &b.traces[s]
+		ts.mu.Lock()
+		// room for each fragment's records at once: a group's records grow
+		// to their size class in one step, not by doubling
+		for _, f := range frags {
+			g, fr := sp.groups[f], &sp.frags[f]
+			g.parts = append(g.parts, fr.parts...)
+			g.recs = ts.recs.reserve(g.recs, int(fr.spans))
+			g.ext = ts.exts.reserve(g.ext, int(fr.withKey))
+		}
+		for _, i := range sp.recOrder[sp.recStart[s]:sp.recStart[s+1]] {
+			ts.hold(sp.groups[sp.frag[i]], &sp.recs[i], sp.orphan[i])
+		}
+		for _, f := range frags {
+			r := sp.groups[f].findRoot()
+			r.spans.Add(int64(sp.frags[f].spans))
+			r.seenAfter(now)
+		}
+		ts.mu.Unlock()
 	}
-	b.touched ^= touched
-	newlyMarked := b.markOrphanServices(sp.recs)
-	// room for each fragment's records at once: a group's records grow
-	// to their size class in one step, not by doubling
-	for f, fr := range sp.frags {
-		g := sp.groups[f]
-		g.recs = b.recs.reserve(g.recs, int(fr.spans))
-		g.ext = b.exts.reserve(g.ext, int(fr.withKey))
-	}
-	for i := range sp.recs {
-		g := sp.groups[sp.frag[i]]
-		b.hold(g, &sp.recs[i])
-		r := g.root()
-		r.spans++
-		r.lastSeen = now
-	}
-	b.spans += sp.st.spans
-	switch {
-	case newlyMarked:
-		// their SERVER spans buffered so far (this batch's too) were not read
-		sp.st.invalidRequest += b.readMarkedServers(b.fifo[b.head:])
-	case sp.markEpoch != b.names.markEpoch.Load():
-		// marked by another batch while this one was read
-		sp.st.invalidRequest += b.readMarkedServers(sp.groups)
-	}
+	sp.st.rereadAll = b.markOrphanServices(sp.recs)
+	// a service marked by another batch while this one was read: its
+	// SERVER spans here were left unread
+	sp.st.rereadBatch = sp.markEpoch != b.names.markEpoch.Load()
 	return sp.st
+}
+
+// reserve counts n more buffered spans if that keeps the buffer within
+// max_buffered_spans, so that concurrent adds cannot overshoot it.
+func (b *buffer) reserve(n int) bool {
+	for {
+		cur := b.spans.Load()
+		if cur+int64(n) > int64(b.maxSpans) {
+			return false
+		}
+		if b.spans.CompareAndSwap(cur, cur+int64(n)) {
+			return true
+		}
+	}
+}
+
+// reread reads the SERVER spans left unread that add found must be read
+// (exclusive lock), and returns the count of unusable request-ID attributes.
+func (b *buffer) reread(sp *batchSplit, st addStats) int {
+	switch {
+	case st.rereadAll:
+		// their SERVER spans buffered so far (this batch's too) were not read
+		invalid := 0
+		for s := range b.traces {
+			ts := &b.traces[s]
+			invalid += b.readMarkedServers(ts.fifo[ts.head:])
+		}
+		return invalid
+	case st.rereadBatch:
+		return b.readMarkedServers(sp.groups)
+	}
+	return 0
+}
+
+// indexKeys indexes the keys of a split batch whose groups are known,
+// shard by shard, and notes which spans are orphans (sp.orphan).
+func (b *buffer) indexKeys(sp *batchSplit) {
+	for i := range sp.recs {
+		rec := &sp.recs[i]
+		if id := rec.spanID; !id.IsEmpty() {
+			sp.addOp(b.keyShardOf(spanKey(id)), int32(i), opSpan)
+		}
+		if p := rec.parentID; !p.IsEmpty() && p != rec.spanID {
+			sp.addOp(b.keyShardOf(spanKey(p)), int32(i), opParent)
+		}
+		if !rec.reqKey.empty() {
+			sp.addOp(b.keyShardOf(reqFold(rec.reqKey)), int32(i), opRequestID)
+		}
+	}
+	for s := range keyShards {
+		ops := sp.ops[s]
+		if len(ops) == 0 {
+			continue
+		}
+		ks := &b.keys[s]
+		ks.mu.Lock()
+		// Touching the slots first lets their cache misses overlap.
+		var touched uint32
+		for _, op := range ops {
+			switch rec := &sp.recs[op.rec]; op.what {
+			case opSpan:
+				touched ^= ks.bySpanID.one.touch(spanKey(rec.spanID))
+			case opParent:
+				touched ^= ks.bySpanID.one.touch(spanKey(rec.parentID))
+			}
+		}
+		ks.touched ^= touched
+		for _, op := range ops {
+			g, rec := sp.groups[sp.frag[op.rec]], &sp.recs[op.rec]
+			switch op.what {
+			case opSpan:
+				b.indexSpan(ks, g, rec.spanID)
+			case opParent:
+				sp.orphan[op.rec] = b.indexParent(ks, g, rec.parentID)
+			case opRequestID:
+				b.indexRequestID(ks, g, rec.reqKey)
+			}
+		}
+		ks.mu.Unlock()
+	}
 }
 
 // markOrphanServices marks the services of request-ID orphans (see
@@ -392,13 +542,15 @@ func (b *buffer) markOrphanServices(recs []spanRec) bool {
 
 // readMarkedServers reads the request IDs of the groups' SERVER spans that
 // were left unread and whose service is now marked, and indexes them as
-// hold would have. It returns the count of unusable request-ID attributes.
-// Marks are rare (once per service), so walking the groups' pdata is too.
+// hold would have (exclusive lock). It returns the count of unusable
+// request-ID attributes. Marks are rare (once per service), so walking the
+// groups' pdata is too.
 func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
 	for _, g := range groups {
 		if g == nil || g.released || !g.hasUnreadMarked(b.names) {
 			continue
 		}
+		ts := &b.traces[g.shard]
 		i := 0
 		for _, p := range g.parts {
 			for _, span := range p.spans.All() {
@@ -416,8 +568,8 @@ func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
 				}
 				h.set(unreadServer, false)
 				if !rec.reqKey.empty() {
-					b.keepRequestID(g, h, &rec)
-					b.indexRequestID(g, rec.reqKey)
+					ts.keepRequestID(g, h, &rec)
+					b.indexRequestID(b.keyShard(reqFold(rec.reqKey)), g, rec.reqKey)
 				}
 			}
 		}
@@ -436,13 +588,14 @@ func (g *group) hasUnreadMarked(names *serviceTable) bool {
 	return false
 }
 
-func (b *buffer) newGroup(tid pcommon.TraceID, parts []part, now int64) *group {
-	b.groupSeq++
-	g := &group{traceID: tid, seq: b.groupSeq, parts: parts, firstSeen: now, lastSeen: now}
+// newGroup makes the group of tid in trace shard ts (its lock held).
+func (b *buffer) newGroup(ts *traceShard, shard uint8, seq uint64, tid pcommon.TraceID, now int64) *group {
+	g := &group{traceID: tid, seq: seq, firstSeen: now, shard: shard}
+	g.lastSeen.Store(now)
 	g.ref = b.refs.ref(g)
-	b.groups[tid] = g
-	b.fifo = append(b.fifo, g)
-	b.due.push(deadlineEntry{at: b.deadline(g), g: g})
+	ts.groups[tid] = g
+	ts.fifo = append(ts.fifo, g)
+	ts.due.push(b.dueEntry(g))
 	return g
 }
 
@@ -487,22 +640,23 @@ type heldExt struct {
 	reqKey     reqKey
 }
 
-// hold keeps the record of a span moved into group g and indexes it.
-func (b *buffer) hold(g *group, rec *spanRec) {
+// hold keeps the record of a span moved into group g of shard ts (its
+// lock held); orphan: its parent was not in g when it was indexed.
+func (ts *traceShard) hold(g *group, rec *spanRec, orphan bool) {
 	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: uint8(rec.kind), ext: -1}
 	h.set(unreadServer, rec.unreadServer)
+	h.set(orphanAtIngest, orphan)
 	if !rec.reqKey.empty() {
-		b.keepRequestID(g, &h, rec)
+		ts.keepRequestID(g, &h, rec)
 	}
-	g.recs = b.recs.reserve(g.recs, 1) // room was made per fragment in add
+	g.recs = ts.recs.reserve(g.recs, 1) // room was made per fragment in add
 	g.recs = append(g.recs, h)
-	b.index(g, &g.recs[len(g.recs)-1], rec.reqKey)
 }
 
 // keepRequestID stores the request-ID fields of rec (which has a request
 // ID) for g's held record h.
-func (b *buffer) keepRequestID(g *group, h *heldRec, rec *spanRec) {
-	g.ext = b.exts.reserve(g.ext, 1)
+func (ts *traceShard) keepRequestID(g *group, h *heldRec, rec *spanRec) {
+	g.ext = ts.exts.reserve(g.ext, 1)
 	h.ext = int32(len(g.ext))
 	g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
 }
@@ -529,37 +683,39 @@ func (g *group) reqKeyOf(h *heldRec) reqKey {
 	return g.ext[h.ext].reqKey
 }
 
-// index records the span's keys and notes every meeting with another
-// group (see groupMet.links); each relation gather follows is noticed by
+// indexSpan, indexParent and indexRequestID record a span's keys in the
+// key shard ks (its lock held) and note every meeting with another group
+// (see groupMet.links); each relation gather follows is noticed by
 // whichever of its two ends arrives second.
-func (b *buffer) index(g *group, rec *heldRec, key reqKey) {
-	if id := rec.spanID; !id.IsEmpty() {
-		k := spanKey(id)
-		link(g, b.bySpanID.add(k, g), linkKey{id: id})
-		// orphans that came before this span, waiting for it as their parent
-		if w := b.byParent.first(k); w == g && !b.byParent.multi(k) {
-			b.byParent.delete(k) // they are children within the group
-		} else if w != nil {
-			// the others waiting were linked to w when they came
-			link(g, w, linkKey{id: id})
-		}
-	}
-	if p := rec.parentID; !p.IsEmpty() && p != rec.spanID && !b.bySpanID.contains(spanKey(p), g) {
-		k := spanKey(p)
-		link(g, b.bySpanID.first(k), linkKey{id: p}) // a parent in another trace ID
-		link(g, b.byParent.add(k, g), linkKey{id: p})
-		rec.set(orphanAtIngest, true)
-	}
-	if !key.empty() {
-		b.indexRequestID(g, key)
+
+func (b *buffer) indexSpan(ks *keyShard, g *group, id pcommon.SpanID) {
+	k := spanKey(id)
+	b.link(g, ks.bySpanID.add(k, g), linkKey{id: id})
+	// orphans that came before this span, waiting for it as their parent
+	if w := ks.byParent.first(k); w == g && !ks.byParent.multi(k) {
+		ks.byParent.delete(k) // they are children within the group
+	} else if w != nil {
+		// the others waiting were linked to w when they came
+		b.link(g, w, linkKey{id: id})
 	}
 }
 
-// indexRequestID indexes a request ID of g and notes a meeting with
-// another group holding it.
-func (b *buffer) indexRequestID(g *group, key reqKey) {
+// indexParent indexes a span's parent p unless it is in g already, and
+// reports whether it was not (the span is an orphan at ingest).
+func (b *buffer) indexParent(ks *keyShard, g *group, p pcommon.SpanID) bool {
+	k := spanKey(p)
+	if ks.bySpanID.contains(k, g) {
+		return false
+	}
+	b.link(g, ks.bySpanID.first(k), linkKey{id: p}) // a parent in another trace ID
+	b.link(g, ks.byParent.add(k, g), linkKey{id: p})
+	return true
+}
+
+// indexRequestID indexes a request ID of g.
+func (b *buffer) indexRequestID(ks *keyShard, g *group, key reqKey) {
 	k := reqFold(key)
-	link(g, b.byReqKey.add(k, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, k)), req: true})
+	b.link(g, ks.byReqKey.add(k, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, k)), req: true})
 }
 
 // reqFold is a request ID's key in the buffer's index: its 64-bit fold (a
@@ -571,16 +727,21 @@ func (b *buffer) alone(r *group) bool {
 	return r.met == nil && !b.gatherAlways
 }
 
-// link notes that two groups share a key.
-func link(g, other *group, k linkKey) {
+// link notes that two groups share a key. The groups may be in any trace
+// shards and other adds may link them at the same time, so each is
+// written under its stripe of linkMu.
+func (b *buffer) link(g, other *group, k linkKey) {
 	if other == nil || other == g {
 		return
 	}
 	for _, x := range [2]*group{g, other} {
+		mu := &b.linkMu[x.seq%linkStripes]
+		mu.Lock()
 		m := x.meet()
 		if n := len(m.links); n == 0 || m.links[n-1] != k {
 			m.links = append(m.links, k)
 		}
+		mu.Unlock()
 	}
 }
 
@@ -705,65 +866,99 @@ func (x *multiIndex) dropReleased(k uint64) {
 // deadline of a unit root: a quiet period after its newest span, capped at
 // max_wait after its first.
 func (b *buffer) deadline(r *group) int64 {
-	return min(r.lastSeen+int64(b.wait), r.firstSeen+int64(b.maxWait))
+	return min(r.lastSeen.Load()+int64(b.wait), r.firstSeen+int64(b.maxWait))
 }
 
-// releaseDue detaches the units whose deadline has passed into rel.
+func (b *buffer) dueEntry(g *group) deadlineEntry {
+	return deadlineEntry{at: b.deadline(g), seq: g.seq, g: g}
+}
+
+// The functions below take units out of the buffer; they run under the
+// exclusive lock.
+
+// releaseDue detaches the units whose deadline has passed into rel, in
+// deadline order over all trace shards.
 func (b *buffer) releaseDue(rel *release) {
 	now := b.clock(rel.now)
-	for len(b.due) > 0 && b.due[0].at <= now {
-		g := b.due.pop().g
+	for {
+		ts := b.earliestDue()
+		if ts == nil || ts.due[0].at > now {
+			return
+		}
+		g := ts.due.pop().g
 		if g.released || g.parent != nil {
 			continue // released or merged into another unit
 		}
 		if d := b.deadline(g); d > now {
-			b.due.push(deadlineEntry{at: d, g: g})
+			ts.due.push(deadlineEntry{at: d, seq: g.seq, g: g})
 			continue
 		}
 		r := b.gather(g)
 		if d := b.deadline(r); d > now {
 			// A fragment of the same request is still fresh: wait for it.
-			b.due.push(deadlineEntry{at: d, g: r})
+			b.traces[r.shard].due.push(deadlineEntry{at: d, seq: r.seq, g: r})
 			continue
 		}
 		b.detach(r, rel)
 	}
 }
 
+// earliestDue is the trace shard with the earliest deadline, nil if none.
+func (b *buffer) earliestDue() *traceShard {
+	var first *traceShard
+	for s := range b.traces {
+		ts := &b.traces[s]
+		if len(ts.due) > 0 && (first == nil || ts.due[0].before(first.due[0])) {
+			first = ts
+		}
+	}
+	return first
+}
+
+// oldest is the trace shard whose next group in creation order is the
+// oldest, nil if all are empty.
+func (b *buffer) oldest() *traceShard {
+	var first *traceShard
+	for s := range b.traces {
+		ts := &b.traces[s]
+		if ts.head < len(ts.fifo) && (first == nil || ts.fifo[ts.head].seq < first.fifo[first.head].seq) {
+			first = ts
+		}
+	}
+	return first
+}
+
 // evictOverCapacity detaches the oldest units into rel until the buffer is
 // within max_buffered_spans.
 func (b *buffer) evictOverCapacity(rel *release) {
-	for b.spans > b.maxSpans && b.head < len(b.fifo) {
-		g := b.fifo[b.head]
-		b.fifo[b.head] = nil
-		b.head++
-		if g.released {
-			continue
+	for b.spans.Load() > int64(b.maxSpans) {
+		ts := b.oldest()
+		if ts == nil {
+			break
 		}
-		b.detach(b.gather(g.root()), rel)
+		if g := ts.next(); !g.released {
+			b.detach(b.gather(g.root()), rel)
+		}
 	}
-	b.compactFIFO()
+	b.compactFIFOs()
 }
 
 // releaseAll detaches everything into rel, oldest first (Shutdown).
 func (b *buffer) releaseAll(rel *release) {
-	for ; b.head < len(b.fifo); b.head++ {
-		g := b.fifo[b.head]
-		b.fifo[b.head] = nil
-		if !g.released {
+	for ts := b.oldest(); ts != nil; ts = b.oldest() {
+		if g := ts.next(); !g.released {
 			b.detach(b.gather(g.root()), rel)
 		}
 	}
-	b.compactFIFO()
-	b.due = b.due[:0]
+	b.compactFIFOs()
+	for s := range b.traces {
+		b.traces[s].due = b.traces[s].due[:0]
+	}
 }
 
-func (b *buffer) compactFIFO() {
-	if b.head > 1024 && b.head > len(b.fifo)/2 {
-		n := copy(b.fifo, b.fifo[b.head:])
-		clear(b.fifo[n:])
-		b.fifo = b.fifo[:n]
-		b.head = 0
+func (b *buffer) compactFIFOs() {
+	for s := range b.traces {
+		b.traces[s].compactFIFO()
 	}
 }
 
@@ -787,23 +982,25 @@ func (b *buffer) gather(r *group) *group {
 	}
 	bySpan := func(id pcommon.SpanID) {
 		k := spanKey(id)
-		if b.bySpanID.multi(k) || b.byParent.multi(k) {
+		ks := b.keyShard(k)
+		if ks.bySpanID.multi(k) || ks.byParent.multi(k) {
 			if _, seen := seenSpan[id]; seen {
 				return
 			}
 			seenSpan[id] = struct{}{}
 		}
-		b.bySpanID.each(k, follow)
-		b.byParent.each(k, follow)
+		ks.bySpanID.each(k, follow)
+		ks.byParent.each(k, follow)
 	}
 	byReq := func(k uint64) {
-		if b.byReqKey.multi(k) {
+		ks := b.keyShard(k)
+		if ks.byReqKey.multi(k) {
 			if _, seen := seenKey[k]; seen {
 				return
 			}
 			seenKey[k] = struct{}{}
 		}
-		b.byReqKey.each(k, follow)
+		ks.byReqKey.each(k, follow)
 	}
 	if !b.gatherAlways {
 		// Every key a member shares with another group was noted when the
@@ -853,16 +1050,16 @@ func (b *buffer) merge(r, o *group) {
 		rm.members = append(rm.members, om...)
 		o.met.members = nil
 	}
-	r.spans += o.spans
+	r.spans.Add(o.spans.Load())
 	r.firstSeen = min(r.firstSeen, o.firstSeen)
-	r.lastSeen = max(r.lastSeen, o.lastSeen)
+	r.seenAfter(o.lastSeen.Load())
 }
 
 // detach removes unit r from the buffer and its indexes and adds it to
 // rel, to be stitched outside the buffer lock (see stitchStage); its
 // groups keep their records until then.
 func (b *buffer) detach(r *group, rel *release) {
-	u := &unit{groups: r.members(), spans: r.spans}
+	u := &unit{groups: r.members(), spans: int(r.spans.Load())}
 	if u.groups == nil {
 		u.one[0] = r
 		u.groups = u.one[:]
@@ -879,11 +1076,12 @@ func (b *buffer) detach(r *group, rel *release) {
 	for k, m := range u.groups {
 		u.groupSpans[k] = len(m.recs)
 		m.released = true
-		if b.groups[m.traceID] == m {
-			delete(b.groups, m.traceID)
+		if ts := &b.traces[m.shard]; ts.groups[m.traceID] == m {
+			delete(ts.groups, m.traceID)
 		}
 		for i := range m.recs {
-			touched ^= b.bySpanID.one.touch(spanKey(m.recs[i].spanID))
+			k := spanKey(m.recs[i].spanID)
+			touched ^= b.keyShard(k).bySpanID.one.touch(k)
 		}
 	}
 	b.touched ^= touched
@@ -894,16 +1092,19 @@ func (b *buffer) detach(r *group, rel *release) {
 		for i := range m.recs {
 			h := &m.recs[i]
 			if k := spanKey(h.spanID); k != 0 {
-				b.bySpanID.delete(k)
+				ks := b.keyShard(k)
+				ks.bySpanID.delete(k)
 				if !alone { // else no other group's orphan waits for this span
-					b.byParent.delete(k)
+					ks.byParent.delete(k)
 				}
 			}
 			if key := m.reqKeyOf(h); !key.empty() {
-				b.byReqKey.delete(reqFold(key))
+				k := reqFold(key)
+				b.keyShard(k).byReqKey.delete(k)
 			}
 			if h.has(orphanAtIngest) {
-				b.byParent.dropReleased(spanKey(h.parentID))
+				k := spanKey(h.parentID)
+				b.keyShard(k).byParent.dropReleased(k)
 			}
 		}
 	}
@@ -911,16 +1112,34 @@ func (b *buffer) detach(r *group, rel *release) {
 	for _, m := range u.groups {
 		b.refs.release(m.ref)
 	}
-	b.spans -= u.spans
+	b.spans.Add(-int64(u.spans))
 	rel.units = append(rel.units, u)
 }
 
-// recycle takes back the record slices of stitched units.
-func (b *buffer) recycle(units []*unit) {
+// retire hands stitched units back; the next exclusive section takes
+// their records back (recycleRetired), so that a release does not take
+// the exclusive lock a second time.
+func (b *buffer) retire(units []*unit) {
+	if len(units) == 0 {
+		return
+	}
+	b.retiredMu.Lock()
+	b.retired = append(b.retired, units...)
+	b.retiredMu.Unlock()
+}
+
+// recycleRetired puts the record slices of retired units back into their
+// shards' pools (exclusive lock).
+func (b *buffer) recycleRetired() {
+	b.retiredMu.Lock()
+	units := b.retired
+	b.retired = nil
+	b.retiredMu.Unlock()
 	for _, u := range units {
 		for _, m := range u.groups {
-			b.recs.put(m.recs)
-			b.exts.put(m.ext)
+			ts := &b.traces[m.shard]
+			ts.recs.put(m.recs)
+			ts.exts.put(m.ext)
 			m.recs, m.ext = nil, nil
 		}
 	}
@@ -991,9 +1210,16 @@ func (p *slicePool[T]) put(s []T) {
 	p.pooled += c
 }
 
+// deadlineEntry is a unit root's deadline; seq breaks ties, so that the
+// order of a release's units does not depend on the shards.
 type deadlineEntry struct {
-	at int64
-	g  *group
+	at  int64
+	seq uint64
+	g   *group
+}
+
+func (e deadlineEntry) before(o deadlineEntry) bool {
+	return e.at < o.at || e.at == o.at && e.seq < o.seq
 }
 
 // deadlineQueue is a min-heap of unit deadlines: one ticker serves all
@@ -1005,7 +1231,7 @@ func (q *deadlineQueue) push(e deadlineEntry) {
 	h := *q
 	for i := len(h) - 1; i > 0; {
 		p := (i - 1) / 2
-		if h[p].at <= h[i].at {
+		if !h[i].before(h[p]) {
 			break
 		}
 		h[p], h[i] = h[i], h[p]
@@ -1022,10 +1248,10 @@ func (q *deadlineQueue) pop() deadlineEntry {
 	h = h[:n]
 	for i := 0; ; {
 		l, m := 2*i+1, i
-		if l < n && h[l].at < h[m].at {
+		if l < n && h[l].before(h[m]) {
 			m = l
 		}
-		if r := l + 1; r < n && h[r].at < h[m].at {
+		if r := l + 1; r < n && h[r].before(h[m]) {
 			m = r
 		}
 		if m == i {

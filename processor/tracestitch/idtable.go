@@ -39,13 +39,15 @@ func newIDTable() idTable {
 func (t *idTable) len() int { return t.n }
 
 func (t *idTable) home(k uint64) uint64 {
-	// splitmix64's finalizer over the seeded key: a bijection, so distinct
-	// keys never share a full hash.
-	x := k ^ t.seed
+	return mix64(k^t.seed) & t.mask
+}
+
+// mix64 is splitmix64's finalizer: a bijection, so distinct keys never
+// share a full hash.
+func mix64(x uint64) uint64 {
 	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
 	x = (x ^ x>>27) * 0x94d049bb133111eb
-	x ^= x >> 31
-	return x & t.mask
+	return x ^ x>>31
 }
 
 func (s *idSlot) key() uint64 { return uint64(s.hi)<<32 | uint64(s.lo) }
@@ -177,30 +179,4 @@ func (t *idTable) resize(size int) {
 			*t.find(s.key()) = *s
 		}
 	}
-}
-
-// groupRefs hands out 32-bit handles for groups, so that the indexes hold
-// no pointers. A handle is freed when its group leaves the buffer, after
-// every index entry naming it was removed.
-type groupRefs struct {
-	groups []*group
-	free   []uint32
-}
-
-func (r *groupRefs) ref(g *group) uint32 {
-	if n := len(r.free); n > 0 {
-		h := r.free[n-1]
-		r.free = r.free[:n-1]
-		r.groups[h] = g
-		return h
-	}
-	r.groups = append(r.groups, g)
-	return uint32(len(r.groups) - 1)
-}
-
-func (r *groupRefs) get(h uint32) *group { return r.groups[h] }
-
-func (r *groupRefs) release(h uint32) {
-	r.groups[h] = nil
-	r.free = append(r.free, h)
 }

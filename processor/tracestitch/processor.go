@@ -46,9 +46,8 @@ type tracestitchProcessor struct {
 	blamed  map[string]bool
 	blameMu sync.Mutex
 
-	// mu guards buf and the order of releases; a release detaches its
-	// units under mu and stitches them in stage after letting mu go.
-	mu    sync.Mutex
+	// buf's exclusive lock also orders releases; a release detaches its
+	// units under it and stitches them in stage after letting it go.
 	buf   *buffer
 	stage *stitchStage
 
@@ -161,16 +160,7 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	}
 	sp := splitPool.Get().(*batchSplit)
 	sp.split(td, &p.buf.reader, p.buf.names)
-	p.mu.Lock()
-	now := p.now()
-	st := p.buf.add(sp, now)
-	var eviction *release
-	if p.buf.spans > p.buf.maxSpans {
-		// detached before the lock is let go: the buffer never holds more
-		eviction = p.stage.begin(now)
-		p.buf.evictOverCapacity(eviction)
-	}
-	p.mu.Unlock()
+	st, eviction := p.ingest(sp)
 	var evicted []*unit
 	if eviction != nil {
 		evicted = p.stitch(eviction)
@@ -191,6 +181,41 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	return nil
 }
 
+// ingest adds a split batch to the buffer. Batches are added concurrently,
+// under the buffer's lock held shared; only a batch that would take the
+// buffer past max_buffered_spans, or whose add found SERVER spans to read
+// again, takes it exclusively. Over capacity, the oldest units are
+// detached before the lock is let go: the buffer never holds more, and the
+// caller carries them downstream.
+func (p *tracestitchProcessor) ingest(sp *batchSplit) (addStats, *release) {
+	b := p.buf
+	now := p.now()
+	b.world.RLock()
+	added := b.reserve(sp.st.spans)
+	var st addStats
+	if added {
+		st = b.add(sp, now)
+	}
+	b.world.RUnlock()
+	if added && !st.rereadDue() {
+		return st, nil
+	}
+	b.world.Lock()
+	defer b.world.Unlock()
+	b.recycleRetired()
+	if !added {
+		b.spans.Add(int64(sp.st.spans))
+		st = b.add(sp, now)
+	}
+	st.invalidRequest += b.reread(sp, st)
+	if b.spans.Load() <= int64(b.maxSpans) {
+		return st, nil
+	}
+	eviction := p.stage.begin(now)
+	b.evictOverCapacity(eviction)
+	return st, eviction
+}
+
 // releaseDue hands every unit whose wait is over downstream.
 func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
 	p.emit(ctx, p.release((*buffer).releaseDue))
@@ -198,10 +223,11 @@ func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
 
 // release detaches units from the buffer with detach and stitches them.
 func (p *tracestitchProcessor) release(detach func(*buffer, *release)) []*unit {
-	p.mu.Lock()
+	p.buf.world.Lock()
+	p.buf.recycleRetired()
 	rel := p.stage.begin(p.now())
 	detach(p.buf, rel)
-	p.mu.Unlock()
+	p.buf.world.Unlock()
 	return p.stitch(rel)
 }
 
@@ -209,11 +235,7 @@ func (p *tracestitchProcessor) release(detach func(*buffer, *release)) []*unit {
 // buffer.
 func (p *tracestitchProcessor) stitch(rel *release) []*unit {
 	units := p.stage.run(rel)
-	if len(units) > 0 {
-		p.mu.Lock()
-		p.buf.recycle(units)
-		p.mu.Unlock()
-	}
+	p.buf.retire(units)
 	return units
 }
 

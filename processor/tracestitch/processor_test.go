@@ -142,8 +142,8 @@ func TestReleasesStitchInTurn(t *testing.T) {
 	h := newHarness(t, nil)
 	h.p.buf.names.mark(h.p.buf.names.intern(pp))
 	detachDue := func() *release {
-		h.p.mu.Lock()
-		defer h.p.mu.Unlock()
+		h.p.buf.world.Lock()
+		defer h.p.buf.world.Unlock()
 		rel := h.p.stage.begin(h.clock.Now())
 		h.p.buf.releaseDue(rel)
 		return rel
@@ -209,9 +209,8 @@ func TestServerReadBeforeItsServiceWasMarked(t *testing.T) {
 		&h.p.buf.reader, h.p.buf.names)
 	require.True(t, sp.recs[0].unreadServer, "pp has no orphan yet")
 	h.send(ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34})
-	h.p.mu.Lock()
-	h.p.buf.add(sp, h.clock.Now())
-	h.p.mu.Unlock()
+	_, eviction := h.p.ingest(sp)
+	require.Nil(t, eviction)
 	h.in++
 	h.advance(2 * time.Second)
 	c := find(t, h.out(), "2222222222222222", C)

@@ -1,0 +1,202 @@
+package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"sync"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+)
+
+// The buffer's state is split in shards so that concurrent adds seldom
+// meet (see buffer): groups by trace ID, indexes by key. 16 of each keep
+// two adds of different batches apart most of the time on machines of a
+// few dozen cores, and cost a few uncontended lock operations per batch.
+const (
+	traceShardBits = 4
+	traceShards    = 1 << traceShardBits
+	keyShardBits   = 4
+	keyShards      = 1 << keyShardBits
+	linkStripes    = 64
+)
+
+// traceShard holds the groups of the trace IDs that hash to it.
+type traceShard struct {
+	mu     sync.Mutex
+	groups map[pcommon.TraceID]*group
+	due    deadlineQueue
+	fifo   []*group // groups in creation order, for eviction
+	head   int
+	recs   slicePool[heldRec]
+	exts   slicePool[heldExt]
+	_      [64]byte // keeps shards' locks off each other's cache lines
+}
+
+// next takes the oldest group off the shard's queue.
+func (ts *traceShard) next() *group {
+	g := ts.fifo[ts.head]
+	ts.fifo[ts.head] = nil
+	ts.head++
+	return g
+}
+
+func (ts *traceShard) compactFIFO() {
+	if ts.head > 1024 && ts.head > len(ts.fifo)/2 {
+		n := copy(ts.fifo, ts.fifo[ts.head:])
+		clear(ts.fifo[n:])
+		ts.fifo = ts.fifo[:n]
+		ts.head = 0
+	}
+}
+
+// keyShard holds the index entries of the keys that hash to it. Both ends
+// of a relation (a span ID and a parent naming it) share their key, so
+// noticing one takes one shard's lock.
+type keyShard struct {
+	mu sync.Mutex
+	// bySpanID: groups holding a span with this ID.
+	bySpanID multiIndex
+	// byParent: groups holding a span whose parent was not in its own group
+	// when it arrived (so the parent's group can find it).
+	byParent multiIndex
+	// byReqKey: groups holding a span with this request ID (by its 64-bit
+	// fold: a collision only gathers more, the stitcher compares whole keys).
+	byReqKey multiIndex
+	touched  uint32
+	_        [64]byte
+}
+
+type paddedMutex struct {
+	sync.Mutex
+	_ [56]byte
+}
+
+// traceShardOf hashes a trace ID's low 64 bits (all of a 64-bit one).
+func (b *buffer) traceShardOf(tid pcommon.TraceID) int {
+	return int(mix64(binary.LittleEndian.Uint64(tid[8:])^b.shardSeed) >> (64 - traceShardBits))
+}
+
+// keyShardOf hashes with a seed of its own (not the idTables'), so a
+// shard's keys still spread over its tables.
+func (b *buffer) keyShardOf(k uint64) int {
+	return int(mix64(k^b.keySeed) >> (64 - keyShardBits))
+}
+
+func (b *buffer) keyShard(k uint64) *keyShard { return &b.keys[b.keyShardOf(k)] }
+
+// keyOp is an index operation of a split batch's record on one key.
+type keyOp struct {
+	rec  int32
+	what keyOpKind
+}
+
+type keyOpKind uint8
+
+const (
+	opSpan keyOpKind = iota
+	opParent
+	opRequestID
+)
+
+func (sp *batchSplit) addOp(shard int, rec int32, what keyOpKind) {
+	sp.ops[shard] = append(sp.ops[shard], keyOp{rec: rec, what: what})
+}
+
+// sortByShard orders the split's fragments and records by trace shard
+// (stably: a group's records keep their order) and sizes the scratch of
+// add.
+func (sp *batchSplit) sortByShard(b *buffer) {
+	nf, nr := len(sp.frags), len(sp.recs)
+	sp.fragShard = slicesResize(sp.fragShard, nf)
+	sp.fragOrder = slicesResize(sp.fragOrder, nf)
+	sp.recOrder = slicesResize(sp.recOrder, nr)
+	sp.orphan = slicesResize(sp.orphan, nr)
+	clear(sp.orphan)
+	sp.groups = slicesResize(sp.groups, nf)
+	var fc, rc [traceShards + 1]int32
+	for f := range sp.frags {
+		s := uint8(b.traceShardOf(sp.frags[f].traceID))
+		sp.fragShard[f] = s
+		fc[s+1]++
+		rc[s+1] += sp.frags[f].spans
+	}
+	for s := range traceShards {
+		fc[s+1] += fc[s]
+		rc[s+1] += rc[s]
+	}
+	sp.fragStart, sp.recStart = fc, rc
+	for f := range sp.frags {
+		s := sp.fragShard[f]
+		sp.fragOrder[fc[s]] = int32(f)
+		fc[s]++
+	}
+	for i, f := range sp.frag {
+		s := sp.fragShard[f]
+		sp.recOrder[rc[s]] = int32(i)
+		rc[s]++
+	}
+}
+
+// slicesResize returns s with length n, reusing its room.
+func slicesResize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// groupRefs hands out 32-bit handles for groups, so that the indexes hold
+// no pointers. A handle's low bits name its group's trace shard, which
+// hands it out under its lock. A shard's groups live in segments that never
+// move (segment k holds 64<<k), so a key shard resolves a handle while
+// the trace shard makes more. A handle is freed when its group leaves the
+// buffer, after every index entry naming it was removed.
+type groupRefs struct {
+	shards [traceShards]refShard
+}
+
+type refShard struct {
+	segs [refSegments][]*group
+	n    uint32
+	free []uint32
+}
+
+// refSegments hold every 32-bit handle.
+const refSegments = 32 - traceShardBits - 6 + 1
+
+func refSegment(local uint32) (seg int, off uint32) {
+	x := uint64(local) + 64
+	seg = bits.Len64(x) - 7
+	return seg, uint32(x - 64<<seg)
+}
+
+func (r *groupRefs) ref(g *group) uint32 {
+	s := &r.shards[g.shard]
+	var local uint32
+	if n := len(s.free); n > 0 {
+		local = s.free[n-1]
+		s.free = s.free[:n-1]
+	} else {
+		local = s.n
+		s.n++
+	}
+	seg, off := refSegment(local)
+	if s.segs[seg] == nil {
+		s.segs[seg] = make([]*group, 64<<seg)
+	}
+	s.segs[seg][off] = g
+	return local<<traceShardBits | uint32(g.shard)
+}
+
+func (r *groupRefs) get(h uint32) *group {
+	seg, off := refSegment(h >> traceShardBits)
+	return r.shards[h&(traceShards-1)].segs[seg][off]
+}
+
+func (r *groupRefs) release(h uint32) {
+	s := &r.shards[h&(traceShards-1)]
+	local := h >> traceShardBits
+	seg, off := refSegment(local)
+	s.segs[seg][off] = nil
+	s.free = append(s.free, local)
+}
