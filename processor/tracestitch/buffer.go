@@ -220,9 +220,9 @@ type addStats struct {
 func (st addStats) rereadDue() bool { return st.rereadAll || st.rereadBatch }
 
 // batchSplit is an incoming batch regrouped by trace ID. It is built before
-// the buffer lock is taken: the pdata moves and attribute reads of a batch
-// run concurrently with other batches and with releases, and the lock only
-// covers handing the fragments to their groups.
+// any lock is taken: the pdata moves and attribute reads of a batch run
+// concurrently with other batches and with releases; the shard locks only
+// cover handing the fragments to their groups and indexing their keys.
 type batchSplit struct {
 	frags []fragment
 	recs  []spanRec // in batch order

@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/tracestitch/tracestitch/meshsim"
 )
 
 // assertConserved: every span that entered left, or was counted as dropped
@@ -359,5 +361,76 @@ func TestWritersTickerAndEvictionsInterleave(t *testing.T) {
 			child := find(t, out, fmt.Sprintf("%016x", n+1_000_000), C)
 			assert.Equal(t, parentTrace(n), child.traceID, "child %d joined its parent's trace", n)
 		}
+	}
+}
+
+// TestConcurrentCallersStitchAsOne: batches added by concurrent callers
+// (the buffer's shards locked by each add separately) stitch exactly as
+// the same batches added one after the other. The simulator's traffic goes
+// in one-second windows; within a window the clock stands still and the
+// window's batches are sent by 4 goroutines at once, or by one.
+func TestConcurrentCallersStitchAsOne(t *testing.T) {
+	topo, err := meshsim.LoadTopology("")
+	require.NoError(t, err)
+	opts := meshsim.DefaultOptions()
+	opts.Concurrency = 32
+	opts.RetryRate = 0.1
+	res := meshsim.Run(topo, opts)
+	batches := meshsim.Batches(res.Spans, 20*time.Millisecond)
+
+	run := func(callers int) (meshsim.Report, map[string]int64, int64) {
+		h := newHarness(t, func(c *Config) {
+			c.WaitDuration = 2 * time.Second
+			c.MaxWait = 30 * time.Second
+		})
+		h.clock.now = res.Spans[0].Arrival
+		var mu sync.Mutex
+		for start := 0; start < len(batches); {
+			windowEnd := batches[start][0].Arrival.Add(time.Second)
+			end := start
+			for end < len(batches) && batches[end][0].Arrival.Before(windowEnd) {
+				end++
+			}
+			tds := make(chan ptrace.Traces, end-start)
+			for _, batch := range batches[start:end] {
+				td, err := meshsim.Traces(batch)
+				require.NoError(t, err)
+				h.in += td.SpanCount()
+				tds <- td
+			}
+			close(tds)
+			var wg sync.WaitGroup
+			for range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for td := range tds {
+						err := h.p.ConsumeTraces(context.Background(), td)
+						mu.Lock()
+						assert.NoError(t, err)
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			h.advance(windowEnd.Sub(h.clock.Now()))
+			start = end
+		}
+		for range 40 {
+			h.advance(100 * time.Millisecond)
+		}
+		h.shutdown()
+		report := meshsim.Evaluate(res.Spans, meshsim.FromTraces(h.sink.AllTraces()...))
+		report.Examples = nil
+		return report, h.outcomes(), h.counter("processor_tracestitch_stitches")
+	}
+	oneReport, oneOutcomes, oneStitches := run(1)
+	require.Positive(t, oneStitches, "the traffic has fragments to stitch")
+	require.Zero(t, oneReport.WrongEdges)
+	for range 3 {
+		report, outcomes, stitches := run(4)
+		assert.Equal(t, oneReport, report)
+		assert.Equal(t, oneOutcomes, outcomes)
+		assert.Equal(t, oneStitches, stitches)
 	}
 }

@@ -6,7 +6,7 @@ import (
 )
 
 // release is the units of one release: detached from the buffer under its
-// lock, then stitched by the stitchStage after the lock is let go.
+// exclusive lock, then stitched by the stitchStage after the lock is let go.
 type release struct {
 	now   time.Time
 	units []*unit
@@ -23,7 +23,8 @@ type release struct {
 // detached, so a release sees in the index every unit detached before it,
 // as when all ran under one lock.
 type stitchStage struct {
-	// next is the turn of the next release; the buffer lock guards it.
+	// next is the turn of the next release; the buffer's exclusive lock
+	// guards it.
 	next uint64
 
 	mu       sync.Mutex
@@ -49,8 +50,9 @@ func newStitchStage(cfg *Config, names *serviceTable) *stitchStage {
 	return st
 }
 
-// begin starts a release at now. It must be called under the buffer lock
-// (which orders the turns), and its release must be passed to run.
+// begin starts a release at now. It must be called under the buffer's
+// exclusive lock (which orders the turns), and its release must be passed
+// to run.
 func (st *stitchStage) begin(now time.Time) *release {
 	rel := &release{now: now, turn: st.next}
 	st.next++
