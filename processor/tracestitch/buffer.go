@@ -398,13 +398,7 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 	// batch, not in shard order, so that the order does not depend on the
 	// shards' random seed (see detach).
 	seq0 := b.groupSeq.Add(uint64(len(sp.frags))) - uint64(len(sp.frags))
-	for s := range traceShards {
-		frags := sp.fragOrder[sp.fragStart[s]:sp.fragStart[s+1]]
-		if len(frags) == 0 {
-			continue
-		}
-		ts := &b.traces[s]
-		ts.mu.Lock()
+	b.eachTraceShard(sp, func(s int, ts *traceShard, frags []int32) {
 		for _, f := range frags {
 			tid := sp.frags[f].traceID
 			g, ok := ts.groups[tid]
@@ -413,16 +407,9 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 			}
 			sp.groups[f] = g
 		}
-		ts.mu.Unlock()
-	}
+	})
 	b.indexKeys(sp)
-	for s := range traceShards {
-		frags := sp.fragOrder[sp.fragStart[s]:sp.fragStart[s+1]]
-		if len(frags) == 0 {
-			continue
-		}
-		ts := &b.traces[s]
-		ts.mu.Lock()
+	b.eachTraceShard(sp, func(s int, ts *traceShard, frags []int32) {
 		// room for each fragment's records at once: a group's records grow
 		// to their size class in one step, not by doubling
 		for _, f := range frags {
@@ -439,13 +426,27 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 			r.spans.Add(int64(sp.frags[f].spans))
 			r.seenAfter(now)
 		}
-		ts.mu.Unlock()
-	}
+	})
 	sp.st.rereadAll = b.markOrphanServices(sp.recs)
 	// a service marked by another batch while this one was read: its
 	// SERVER spans here were left unread
 	sp.st.rereadBatch = sp.markEpoch != b.names.markEpoch.Load()
 	return sp.st
+}
+
+// eachTraceShard calls f, under each shard's lock, with the fragments of
+// the split (sorted by sortByShard) that fall in it.
+func (b *buffer) eachTraceShard(sp *batchSplit, f func(s int, ts *traceShard, frags []int32)) {
+	for s := range traceShards {
+		frags := sp.fragOrder[sp.fragStart[s]:sp.fragStart[s+1]]
+		if len(frags) == 0 {
+			continue
+		}
+		ts := &b.traces[s]
+		ts.mu.Lock()
+		f(s, ts, frags)
+		ts.mu.Unlock()
+	}
 }
 
 // reserve counts n more buffered spans if that keeps the buffer within
