@@ -1164,7 +1164,9 @@ var poolCaps = [...]int{
 	1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
 }
 
-const poolMax = 1 << 17 // at most this many pooled elements per pool
+// poolMax bounds the scratch slices kept; the record pools, one per trace
+// shard, share it: a shard pools at most poolMax/traceShards elements.
+const poolMax = 1 << 17
 
 // poolClass is the smallest class holding n elements, len(poolCaps) if none.
 func poolClass(n int) int {
@@ -1204,7 +1206,7 @@ func (p *slicePool[T]) reserve(s []T, extra int) []T {
 func (p *slicePool[T]) put(s []T) {
 	c := cap(s)
 	k := poolClass(c)
-	if k == len(poolCaps) || poolCaps[k] != c || p.pooled+c > poolMax {
+	if k == len(poolCaps) || poolCaps[k] != c || p.pooled+c > poolMax/traceShards {
 		return
 	}
 	p.free[k] = append(p.free[k], s[:0])
