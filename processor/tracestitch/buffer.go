@@ -472,11 +472,17 @@ func (b *buffer) reread(sp *batchSplit, st addStats) int {
 		invalid := 0
 		for s := range b.traces {
 			ts := &b.traces[s]
-			invalid += b.readMarkedServers(ts.fifo[ts.head:])
+			for _, e := range ts.fifo[ts.head:] {
+				invalid += b.readMarkedServers(e.g)
+			}
 		}
 		return invalid
 	case st.rereadBatch:
-		return b.readMarkedServers(sp.groups)
+		invalid := 0
+		for _, g := range sp.groups {
+			invalid += b.readMarkedServers(g)
+		}
+		return invalid
 	}
 	return 0
 }
@@ -541,37 +547,35 @@ func (b *buffer) markOrphanServices(recs []spanRec) bool {
 	return newly
 }
 
-// readMarkedServers reads the request IDs of the groups' SERVER spans that
-// were left unread and whose service is now marked, and indexes them as
-// hold would have (exclusive lock). It returns the count of unusable
-// request-ID attributes. Marks are rare (once per service), so walking the
-// groups' pdata is too.
-func (b *buffer) readMarkedServers(groups []*group) (invalid int) {
-	for _, g := range groups {
-		if g == nil || g.released || !g.hasUnreadMarked(b.names) {
-			continue
-		}
-		ts := &b.traces[g.shard]
-		i := 0
-		for _, p := range g.parts {
-			for _, span := range p.spans.All() {
-				if i == len(g.recs) {
-					return invalid // records and spans always match; never index past them
-				}
-				h := &g.recs[i]
-				i++
-				if !h.has(unreadServer) || !b.names.marked(h.service) {
-					continue
-				}
-				rec, bad := b.reader.read(span, p.src.res.identity, h.service, true)
-				if bad {
-					invalid++
-				}
-				h.set(unreadServer, false)
-				if !rec.reqKey.empty() {
-					ts.keepRequestID(g, h, &rec)
-					b.indexRequestID(b.keyShard(reqFold(rec.reqKey)), g, rec.reqKey)
-				}
+// readMarkedServers reads the request IDs of g's SERVER spans that were
+// left unread and whose service is now marked, and indexes them as hold
+// would have (exclusive lock). It returns the count of unusable request-ID
+// attributes. Marks are rare (once per service), so walking the groups'
+// pdata is too.
+func (b *buffer) readMarkedServers(g *group) (invalid int) {
+	if g == nil || g.released || !g.hasUnreadMarked(b.names) {
+		return 0
+	}
+	ts := &b.traces[g.shard]
+	i := 0
+	for _, p := range g.parts {
+		for _, span := range p.spans.All() {
+			if i == len(g.recs) {
+				return invalid // records and spans always match; never index past them
+			}
+			h := &g.recs[i]
+			i++
+			if !h.has(unreadServer) || !b.names.marked(h.service) {
+				continue
+			}
+			rec, bad := b.reader.read(span, p.src.res.identity, h.service, true)
+			if bad {
+				invalid++
+			}
+			h.set(unreadServer, false)
+			if !rec.reqKey.empty() {
+				ts.keepRequestID(g, h, &rec)
+				b.indexRequestID(b.keyShard(reqFold(rec.reqKey)), g, rec.reqKey)
 			}
 		}
 	}
@@ -595,7 +599,7 @@ func (b *buffer) newGroup(ts *traceShard, shard uint8, seq uint64, tid pcommon.T
 	g.lastSeen.Store(now)
 	g.ref = b.refs.ref(g)
 	ts.groups[tid] = g
-	ts.fifo = append(ts.fifo, g)
+	ts.fifo = append(ts.fifo, fifoEntry{seq: seq, g: g})
 	ts.due.push(b.dueEntry(g))
 	return g
 }
@@ -953,7 +957,9 @@ func (b *buffer) releaseAll(rel *release) {
 	}
 	b.compactFIFOs()
 	for s := range b.traces {
-		b.traces[s].due = b.traces[s].due[:0]
+		ts := &b.traces[s]
+		clear(ts.due)
+		ts.due = ts.due[:0]
 	}
 }
 

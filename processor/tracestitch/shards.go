@@ -25,17 +25,24 @@ type traceShard struct {
 	mu     sync.Mutex
 	groups map[pcommon.TraceID]*group
 	due    deadlineQueue
-	fifo   []*group // groups in creation order, for eviction
+	fifo   []fifoEntry // groups in creation order, for eviction
 	head   int
 	recs   slicePool[heldRec]
 	exts   slicePool[heldExt]
 	_      [64]byte // keeps shards' locks off each other's cache lines
 }
 
+// fifoEntry keeps the group's number next to it, so that finding the
+// oldest of the shards' queues does not load 16 cold groups.
+type fifoEntry struct {
+	seq uint64
+	g   *group
+}
+
 // next takes the oldest group off the shard's queue.
 func (ts *traceShard) next() *group {
-	g := ts.fifo[ts.head]
-	ts.fifo[ts.head] = nil
+	g := ts.fifo[ts.head].g
+	ts.fifo[ts.head] = fifoEntry{}
 	ts.head++
 	return g
 }
