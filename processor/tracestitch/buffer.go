@@ -236,7 +236,6 @@ type batchSplit struct {
 	byTrace map[pcommon.TraceID]int32
 	groups  []*group // of each fragment
 	// add's order by shard (see sortByShard)
-	fragShard           []uint8
 	fragOrder, recOrder []int32
 	fragStart, recStart [traceShards + 1]int32
 	ops                 [keyShards][]keyOp
@@ -252,6 +251,7 @@ type fragment struct {
 	pending int32 // spans of the current scope not yet moved
 	spans   int32
 	withKey int32 // spans with a request ID
+	shard   uint8 // trace shard, set by sortByShard
 	// ssStamp: the last part is of the current source scope when this is
 	// the split's
 	ssStamp uint64

@@ -116,18 +116,16 @@ func (sp *batchSplit) addOp(shard int, rec int32, what keyOpKind) {
 // add.
 func (sp *batchSplit) sortByShard(b *buffer) {
 	nf, nr := len(sp.frags), len(sp.recs)
-	sp.fragShard = slicesResize(sp.fragShard, nf)
-	sp.fragOrder = slicesResize(sp.fragOrder, nf)
-	sp.recOrder = slicesResize(sp.recOrder, nr)
-	sp.orphan = slicesResize(sp.orphan, nr)
-	clear(sp.orphan)
-	sp.groups = slicesResize(sp.groups, nf)
+	sp.fragOrder = grow(sp.fragOrder, nf)
+	sp.recOrder = grow(sp.recOrder, nr)
+	sp.orphan = grow(sp.orphan, nr)
+	sp.groups = grow(sp.groups, nf)
 	var fc, rc [traceShards + 1]int32
 	for f := range sp.frags {
-		s := uint8(b.traceShardOf(sp.frags[f].traceID))
-		sp.fragShard[f] = s
-		fc[s+1]++
-		rc[s+1] += sp.frags[f].spans
+		fr := &sp.frags[f]
+		fr.shard = uint8(b.traceShardOf(fr.traceID))
+		fc[fr.shard+1]++
+		rc[fr.shard+1] += fr.spans
 	}
 	for s := range traceShards {
 		fc[s+1] += fc[s]
@@ -135,23 +133,15 @@ func (sp *batchSplit) sortByShard(b *buffer) {
 	}
 	sp.fragStart, sp.recStart = fc, rc
 	for f := range sp.frags {
-		s := sp.fragShard[f]
+		s := sp.frags[f].shard
 		sp.fragOrder[fc[s]] = int32(f)
 		fc[s]++
 	}
 	for i, f := range sp.frag {
-		s := sp.fragShard[f]
+		s := sp.frags[f].shard
 		sp.recOrder[rc[s]] = int32(i)
 		rc[s]++
 	}
-}
-
-// slicesResize returns s with length n, reusing its room.
-func slicesResize[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
 }
 
 // groupRefs hands out 32-bit handles for groups, so that the indexes hold
