@@ -933,27 +933,30 @@ func (b *buffer) oldest() *traceShard {
 	return first
 }
 
+// detachOldest takes the oldest group off the queues and detaches its
+// unit into rel, unless it left already; false when the queues are empty.
+func (b *buffer) detachOldest(rel *release) bool {
+	ts := b.oldest()
+	if ts == nil {
+		return false
+	}
+	if g := ts.next(); !g.released {
+		b.detach(b.gather(g.root()), rel)
+	}
+	return true
+}
+
 // evictOverCapacity detaches the oldest units into rel until the buffer is
 // within max_buffered_spans.
 func (b *buffer) evictOverCapacity(rel *release) {
-	for b.spans.Load() > int64(b.maxSpans) {
-		ts := b.oldest()
-		if ts == nil {
-			break
-		}
-		if g := ts.next(); !g.released {
-			b.detach(b.gather(g.root()), rel)
-		}
+	for b.spans.Load() > int64(b.maxSpans) && b.detachOldest(rel) {
 	}
 	b.compactFIFOs()
 }
 
 // releaseAll detaches everything into rel, oldest first (Shutdown).
 func (b *buffer) releaseAll(rel *release) {
-	for ts := b.oldest(); ts != nil; ts = b.oldest() {
-		if g := ts.next(); !g.released {
-			b.detach(b.gather(g.root()), rel)
-		}
+	for b.detachOldest(rel) {
 	}
 	b.compactFIFOs()
 	for s := range b.traces {
@@ -1123,8 +1126,15 @@ func (b *buffer) detach(r *group, rel *release) {
 	rel.units = append(rel.units, u)
 }
 
+// lockExclusive takes the world lock exclusively and first takes back the
+// records of retired units.
+func (b *buffer) lockExclusive() {
+	b.world.Lock()
+	b.recycleRetired()
+}
+
 // retire hands stitched units back; the next exclusive section takes
-// their records back (recycleRetired), so that a release does not take
+// their records back (see lockExclusive), so that a release does not take
 // the exclusive lock a second time.
 func (b *buffer) retire(units []*unit) {
 	if len(units) == 0 {
@@ -1136,7 +1146,7 @@ func (b *buffer) retire(units []*unit) {
 }
 
 // recycleRetired puts the record slices of retired units back into their
-// shards' pools (exclusive lock).
+// shards' pools (under the exclusive lock, see lockExclusive).
 func (b *buffer) recycleRetired() {
 	b.retiredMu.Lock()
 	units := b.retired

@@ -200,9 +200,8 @@ func (p *tracestitchProcessor) ingest(sp *batchSplit) (addStats, *release) {
 	if added && !st.rereadDue() {
 		return st, nil
 	}
-	b.world.Lock()
+	b.lockExclusive()
 	defer b.world.Unlock()
-	b.recycleRetired()
 	if !added {
 		b.spans.Add(int64(sp.st.spans))
 		st = b.add(sp, now)
@@ -223,8 +222,7 @@ func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
 
 // release detaches units from the buffer with detach and stitches them.
 func (p *tracestitchProcessor) release(detach func(*buffer, *release)) []*unit {
-	p.buf.world.Lock()
-	p.buf.recycleRetired()
+	p.buf.lockExclusive()
 	rel := p.stage.begin(p.now())
 	detach(p.buf, rel)
 	p.buf.world.Unlock()

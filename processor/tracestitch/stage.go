@@ -61,7 +61,7 @@ func (st *stitchStage) begin(now time.Time) *release {
 
 // run waits for rel's turn, stitches its units and indexes their spans as
 // released. The units' groups keep their records (the buffer takes them
-// back with recycle).
+// back after, see buffer.retire).
 func (st *stitchStage) run(rel *release) []*unit {
 	st.mu.Lock()
 	for st.serving != rel.turn {
