@@ -24,6 +24,18 @@ import (
 // original one kept in an attribute, on every moved span. The decisions are
 // given (the simulator's ground truth), so it finds nothing; it is the
 // cheapest pass that produces stitched output.
+//
+// With index set, it is the index floor: the rewrite floor plus the least
+// span-ID bookkeeping that issues 3 and 6 ask of any stitcher. Every
+// buffered span is findable by its span ID (an orphan's parent is looked
+// for among all buffered spans), and every released span goes into an
+// index for late fragments (span ID to final trace ID). It is one Go map
+// insert per span on arrival and one on release (the span IDs kept in a
+// log in arrival order, so that the release does not read the spans, which
+// are cold by then); both maps are emptied in
+// bulk (the live one at flush, the released one at the next flush, as if
+// late_span_ttl were one round), which no real buffer can do. It is a lower
+// bound: no request IDs, records, timers, stitch or outcomes.
 
 var floorType = component.MustNewType("regroupfloor")
 
@@ -33,13 +45,19 @@ var originalTraceIDAttribute = tracestitch.NewFactory().CreateDefaultConfig().(*
 type floorConfig struct {
 	// moves maps a fragment's trace ID to the trace ID it is stitched into.
 	moves map[pcommon.TraceID]pcommon.TraceID
+	index bool
 }
 
 func newFloorFactory() processor.Factory {
 	return processor.NewFactory(floorType,
 		func() component.Config { return &floorConfig{} },
 		processor.WithTraces(func(_ context.Context, _ processor.Settings, cfg component.Config, next consumer.Traces) (processor.Traces, error) {
-			return &floor{next: next, groups: map[pcommon.TraceID]ptrace.Traces{}, moves: cfg.(*floorConfig).moves}, nil
+			c := cfg.(*floorConfig)
+			f := &floor{next: next, groups: map[pcommon.TraceID]ptrace.Traces{}, moves: c.moves}
+			if c.index {
+				f.live, f.released = map[pcommon.SpanID]pcommon.TraceID{}, map[pcommon.SpanID]pcommon.TraceID{}
+			}
+			return f, nil
 		}, component.StabilityLevelDevelopment))
 }
 
@@ -48,12 +66,24 @@ type floor struct {
 	next   consumer.Traces
 	groups map[pcommon.TraceID]ptrace.Traces
 	moves  map[pcommon.TraceID]pcommon.TraceID
+	// the index floor's (nil otherwise): buffered spans by span ID, and
+	// released spans by span ID with their final trace ID
+	live, released map[pcommon.SpanID]pcommon.TraceID
+	log            []loggedSpan
+}
+
+// loggedSpan is a buffered span of the index floor and the trace ID it is
+// released in.
+type loggedSpan struct {
+	span  pcommon.SpanID
+	trace pcommon.TraceID
 }
 
 // destination is where the spans of a trace ID in one scope go.
 type destination struct {
 	spans ptrace.SpanSlice
-	move  *move // nil: the spans keep their trace ID
+	move  *move           // nil: the spans keep their trace ID
+	group pcommon.TraceID // the trace the spans are released in
 }
 
 // move puts spans into trace to and keeps their trace ID in original.
@@ -124,7 +154,13 @@ func (f *floor) consumeMoving(td ptrace.Traces) {
 					group = to
 				}
 				dest.spans = f.scopeOf(group, rs, ss)
+				dest.group = group
 				dests[tid] = dest
+			}
+			if f.live != nil {
+				id := s.SpanID()
+				f.live[id] = tid
+				f.log = append(f.log, loggedSpan{id, dest.group})
 			}
 			if m := dest.move; m != nil {
 				attrs := s.Attributes()
@@ -143,11 +179,17 @@ func (f *floor) Shutdown(ctx context.Context) error { return f.flush(ctx) }
 func (f *floor) flush(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	clear(f.released)
+	for _, l := range f.log {
+		f.released[l.span] = l.trace
+	}
 	for _, g := range f.groups {
 		if err := f.next.ConsumeTraces(ctx, g); err != nil {
 			return err
 		}
 	}
 	clear(f.groups)
+	clear(f.live)
+	f.log = f.log[:0]
 	return nil
 }

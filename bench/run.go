@@ -32,10 +32,13 @@ const (
 	// RewriteFloor is the floor that also stitches, with the decisions
 	// given: the cheapest pass whose output is stitched (see floor.go).
 	RewriteFloor Subject = "rewrite floor"
+	// IndexFloor is the rewrite floor plus the least span-ID bookkeeping
+	// any stitcher needs: a lower bound (see floor.go).
+	IndexFloor Subject = "index floor"
 )
 
 // Subjects in table order.
-var Subjects = []Subject{Tracestitch, Groupbytrace, Floor, RewriteFloor}
+var Subjects = []Subject{Tracestitch, Groupbytrace, Floor, RewriteFloor, IndexFloor}
 
 // warmSpace is the ID space of the warm-up copy (the timed copy's is 0).
 const warmSpace = 1
@@ -78,10 +81,11 @@ func create(s Subject, in Input, wait time.Duration, capacity int, next consumer
 	case Floor:
 		f = newFloorFactory()
 		cfg = f.CreateDefaultConfig()
-	case RewriteFloor:
+	case RewriteFloor, IndexFloor:
 		f = newFloorFactory()
 		c := f.CreateDefaultConfig().(*floorConfig)
 		c.moves = in.decisions(0, warmSpace) // the timed pass and the warm-up
+		c.index = s == IndexFloor
 		cfg = c
 	default:
 		return nil, nil, fmt.Errorf("unknown subject %q", s)
