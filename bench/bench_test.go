@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"runtime"
 	"testing"
 	"time"
@@ -77,6 +78,49 @@ func TestRewriteFloorStitchesAsTracestitch(t *testing.T) {
 				t.Fatalf("%d-span: span %v: rewrite floor %+v, tracestitch %+v", shape, id, got, want)
 			}
 		}
+	}
+}
+
+// TestIndexFloorKeepsEverySpanFindable: the index floor is the rewrite
+// floor (same output) that also had every buffered span in its live index
+// and puts every released span, with the trace it left in, in its released
+// index: the bookkeeping it is a lower bound for.
+func TestIndexFloorKeepsEverySpanFindable(t *testing.T) {
+	in := Generate(Spans10, 5_000)
+	sink := new(consumertest.TracesSink)
+	p, tel, err := create(IndexFloor, in, time.Hour, 4*in.Spans, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background()) //nolint:errcheck
+	ids := map[pcommon.SpanID]bool{}
+	for _, td := range in.Clone() {
+		pdatautil.EachSpan(td, func(sp ptrace.Span) { ids[sp.SpanID()] = true })
+		if err := p.ConsumeTraces(context.Background(), td); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := p.(*floor)
+	if len(f.live) != len(ids) {
+		t.Fatalf("live index holds %d span IDs, the input has %d", len(f.live), len(ids))
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.live) != 0 || len(f.released) != len(ids) {
+		t.Fatalf("after release: live %d, released %d, want 0 and %d", len(f.live), len(f.released), len(ids))
+	}
+	for _, td := range sink.AllTraces() {
+		pdatautil.EachSpan(td, func(sp ptrace.Span) {
+			if got := f.released[sp.SpanID()]; got != sp.TraceID() {
+				t.Fatalf("span %v left in trace %v, released index says %v", sp.SpanID(), sp.TraceID(), got)
+			}
+		})
+	}
+	want, _ := outputOf(t, RewriteFloor, in)
+	got, _ := outputOf(t, IndexFloor, in)
+	if !maps.Equal(got, want) {
+		t.Fatal("the index floor's output differs from the rewrite floor's")
 	}
 }
 

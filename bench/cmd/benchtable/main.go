@@ -104,8 +104,8 @@ func run(spans, rounds, maxHeld int) error {
 	fmt.Printf("machine: %s/%s, %d CPUs (GOMAXPROCS %d), %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Printf("input: meshsim traffic, 30%% of requests broken (request ID only), %d spans per round, wait_duration %v, median of %d rounds\n\n", spans, bench.Wait, rounds)
 
-	fmt.Println("| shape | subject | spans/s per core | CPU ns/span | wall ns/span | allocs/span | spans lost | CPU ratio vs groupbytrace | CPU ratio vs floor | CPU ratio vs rewrite floor |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| shape | subject | spans/s per core | CPU ns/span | wall ns/span | allocs/span | spans lost | CPU ratio vs groupbytrace | CPU ratio vs floor | CPU ratio vs rewrite floor | CPU ratio vs index floor |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	type ingestRow struct {
 		shape            bench.Shape
 		subject          bench.Subject
@@ -160,13 +160,14 @@ func run(spans, rounds, maxHeld int) error {
 			for _, r := range rs {
 				lost += r.Lost
 			}
-			fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.1f | %d of %d | %.3f | %.2f | %.2f |\n",
+			fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.1f | %d of %d | %.3f | %.2f | %.2f | %.2f |\n",
 				shape, s, 1e9/cpu[s], cpu[s], wall, allocs, lost, len(rs)*in.Spans,
-				cpu[s]/cpu[bench.Groupbytrace], cpu[s]/cpu[bench.Floor], cpu[s]/cpu[bench.RewriteFloor])
+				cpu[s]/cpu[bench.Groupbytrace], cpu[s]/cpu[bench.Floor], cpu[s]/cpu[bench.RewriteFloor], cpu[s]/cpu[bench.IndexFloor])
 		}
-		spread = append(spread, fmt.Sprintf("%d-span traces: throughput vs groupbytrace %s, cost vs floor %s, cost vs rewrite floor %s",
+		spread = append(spread, fmt.Sprintf("%d-span traces: throughput vs groupbytrace %s, cost vs floor %s, cost vs rewrite floor %s, cost vs index floor %s; the index floor's cost vs floor %s",
 			shape, roundRange(rows[bench.Groupbytrace], rows[bench.Tracestitch]),
-			roundRange(rows[bench.Tracestitch], rows[bench.Floor]), roundRange(rows[bench.Tracestitch], rows[bench.RewriteFloor])))
+			roundRange(rows[bench.Tracestitch], rows[bench.Floor]), roundRange(rows[bench.Tracestitch], rows[bench.RewriteFloor]),
+			roundRange(rows[bench.Tracestitch], rows[bench.IndexFloor]), roundRange(rows[bench.IndexFloor], rows[bench.Floor])))
 	}
 
 	fmt.Println("\nthe same ratios round by round (each round's passes ran back to back), lowest–highest:")
