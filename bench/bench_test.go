@@ -82,9 +82,9 @@ func TestRewriteFloorStitchesAsTracestitch(t *testing.T) {
 }
 
 // TestIndexFloorKeepsEverySpanFindable: the index floor is the rewrite
-// floor (same output) that also had every buffered span in its live index
-// and puts every released span, with the trace it left in, in its released
-// index: the bookkeeping it is a lower bound for.
+// floor (same output) that also has every buffered span in its live index
+// and in its log with the trace it leaves in: the bookkeeping it is a lower
+// bound for.
 func TestIndexFloorKeepsEverySpanFindable(t *testing.T) {
 	in := Generate(Spans10, 5_000)
 	sink := new(consumertest.TracesSink)
@@ -101,19 +101,26 @@ func TestIndexFloorKeepsEverySpanFindable(t *testing.T) {
 		}
 	}
 	f := p.(*floor)
-	if len(f.live) != len(ids) {
-		t.Fatalf("live index holds %d span IDs, the input has %d", len(f.live), len(ids))
+	if len(f.live) != len(ids) || len(f.log) != in.Spans {
+		t.Fatalf("live index holds %d span IDs and the log %d spans; the input has %d and %d", len(f.live), len(f.log), len(ids), in.Spans)
+	}
+	leaves := map[pcommon.SpanID]pcommon.TraceID{}
+	for id, at := range f.live {
+		if l := f.log[at]; l.span != id {
+			t.Fatalf("live index: span %v at %d, the log has %v there", id, at, l.span)
+		}
+		leaves[id] = f.log[f.live[id]].trace
 	}
 	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.live) != 0 || len(f.released) != len(ids) {
-		t.Fatalf("after release: live %d, released %d, want 0 and %d", len(f.live), len(f.released), len(ids))
+	if len(f.live) != 0 || len(f.log) != 0 {
+		t.Fatalf("after the flush: live %d, log %d, want both emptied", len(f.live), len(f.log))
 	}
 	for _, td := range sink.AllTraces() {
 		pdatautil.EachSpan(td, func(sp ptrace.Span) {
-			if got := f.released[sp.SpanID()]; got != sp.TraceID() {
-				t.Fatalf("span %v left in trace %v, released index says %v", sp.SpanID(), sp.TraceID(), got)
+			if got := leaves[sp.SpanID()]; got != sp.TraceID() {
+				t.Fatalf("span %v left in trace %v, the log said %v", sp.SpanID(), sp.TraceID(), got)
 			}
 		})
 	}

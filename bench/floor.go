@@ -28,13 +28,12 @@ import (
 // With index set, it is the index floor: the rewrite floor plus the least
 // span-ID bookkeeping that issues 3 and 6 ask of any stitcher. Every
 // buffered span is findable by its span ID (an orphan's parent is looked
-// for among all buffered spans), and every released span goes into an
-// index for late fragments (span ID to final trace ID). It is one Go map
-// insert per span on arrival and one on release (the span IDs kept in a
-// log in arrival order, so that the release does not read the spans, which
-// are cold by then); both maps are emptied in
-// bulk (the live one at flush, the released one at the next flush, as if
-// late_span_ttl were one round), which no real buffer can do. It is a lower
+// for among all buffered spans), and every released span is kept for late
+// fragments with the trace it left in. Per span that is one insert into a
+// Go map (span ID to a 4-byte position) and one append to a log (span ID,
+// final trace ID), which serves as the released-span index, to be indexed
+// when a late span asks (as tracestitch does). Both are emptied in bulk at
+// flush, which no buffer releasing trace by trace can do. It is a lower
 // bound: no request IDs, records, timers, stitch or outcomes.
 
 var floorType = component.MustNewType("regroupfloor")
@@ -55,7 +54,7 @@ func newFloorFactory() processor.Factory {
 			c := cfg.(*floorConfig)
 			f := &floor{next: next, groups: map[pcommon.TraceID]ptrace.Traces{}, moves: c.moves}
 			if c.index {
-				f.live, f.released = map[pcommon.SpanID]pcommon.TraceID{}, map[pcommon.SpanID]pcommon.TraceID{}
+				f.live = map[pcommon.SpanID]uint32{}
 			}
 			return f, nil
 		}, component.StabilityLevelDevelopment))
@@ -66,10 +65,10 @@ type floor struct {
 	next   consumer.Traces
 	groups map[pcommon.TraceID]ptrace.Traces
 	moves  map[pcommon.TraceID]pcommon.TraceID
-	// the index floor's (nil otherwise): buffered spans by span ID, and
-	// released spans by span ID with their final trace ID
-	live, released map[pcommon.SpanID]pcommon.TraceID
-	log            []loggedSpan
+	// the index floor's (live is nil otherwise): buffered spans by span ID,
+	// as positions in log
+	live map[pcommon.SpanID]uint32
+	log  []loggedSpan
 }
 
 // loggedSpan is a buffered span of the index floor and the trace ID it is
@@ -159,7 +158,7 @@ func (f *floor) consumeMoving(td ptrace.Traces) {
 			}
 			if f.live != nil {
 				id := s.SpanID()
-				f.live[id] = tid
+				f.live[id] = uint32(len(f.log))
 				f.log = append(f.log, loggedSpan{id, dest.group})
 			}
 			if m := dest.move; m != nil {
@@ -179,10 +178,6 @@ func (f *floor) Shutdown(ctx context.Context) error { return f.flush(ctx) }
 func (f *floor) flush(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	clear(f.released)
-	for _, l := range f.log {
-		f.released[l.span] = l.trace
-	}
 	for _, g := range f.groups {
 		if err := f.next.ConsumeTraces(ctx, g); err != nil {
 			return err
