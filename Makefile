@@ -65,7 +65,7 @@ e2e: build jaeger
 accuracy:
 	$(GO) test -count=1 -run 'TestAccuracy$$' -v ./$(COMPONENT)/ | grep -E '^(\||--- |ok|FAIL|PASS)'
 
-## bench: tracestitch vs groupbytraceprocessor vs a regroup-only floor and the rewrite floor, same input, one run; prints the table
+## bench: tracestitch vs groupbytraceprocessor vs the regroup-only, rewrite and index floors, same input, one run; prints the tables
 bench:
 	$(GO) run ./bench/cmd/benchtable
 
