@@ -8,7 +8,7 @@ OCB         := $(BIN)/builder-$(OCB_VERSION)
 COLLECTOR   := build/otelcol-tracestitch
 COMPONENT   := processor/tracestitch
 
-.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e accuracy bench profile fuzz clean
+.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e accuracy bench floors profile fuzz clean
 
 JAEGER      := $(BIN)/jaeger
 
@@ -68,6 +68,11 @@ accuracy:
 ## bench: tracestitch vs groupbytraceprocessor vs the regroup-only, rewrite and index floors, same input, one run; prints the tables
 bench:
 	$(GO) run ./bench/cmd/benchtable
+
+## floors: the floor, rewrite floor and index floor over many rounds (ROUNDS), their costs relative to the floor's round by round
+ROUNDS ?= 20
+floors:
+	$(GO) run ./bench/cmd/benchtable -compare "floor,rewrite floor,index floor,tracestitch" -rounds $(ROUNDS)
 
 ## profile: CPU profiles of SUBJECT's timed bench passes on SHAPE-span traces, in build/ (prints the pprof command)
 SUBJECT ?= tracestitch

@@ -1,8 +1,10 @@
 // Command benchtable runs tracestitch, contrib's groupbytraceprocessor, a
-// regroup-only floor and the rewrite floor (the floor plus the rewrite of
-// stitched output, with the stitch decisions given) on the same simulator
-// traffic in one process and prints the comparison table with ratios (make
-// bench).
+// regroup-only floor, the rewrite floor (the floor plus the rewrite of
+// stitched output, with the stitch decisions given) and the index floor
+// (the rewrite floor plus the least span-ID bookkeeping) on the same
+// simulator traffic in one process and prints the comparison table with
+// ratios (make bench). With -compare it runs only the subjects named, for
+// many rounds, to measure their ratios more closely (make floors).
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strings"
 
 	"github.com/tracestitch/tracestitch/bench"
 )
@@ -24,9 +27,16 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "instead of the tables: profile the timed passes of -subject on -shape, one file per round (FILE.1, FILE.2, ...)")
 	subject := flag.String("subject", string(bench.Tracestitch), "subject to profile")
 	shape := flag.Int("shape", int(bench.Spans100), "trace shape to profile: 10 or 100")
+	compare := flag.String("compare", "", "instead of the tables: these subjects (comma-separated), taking turns for -rounds rounds on 10- and 100-span traces; prints each one's cost per round relative to the first")
 	flag.Parse()
 	var err error
-	if *cpuprofile != "" {
+	if *compare != "" {
+		var subjects []bench.Subject
+		for _, s := range strings.Split(*compare, ",") {
+			subjects = append(subjects, bench.Subject(strings.TrimSpace(s)))
+		}
+		err = compareSubjects(subjects, *spans, *rounds)
+	} else if *cpuprofile != "" {
 		err = profile(*cpuprofile, bench.Subject(*subject), bench.Shape(*shape), *spans, *rounds)
 	} else {
 		err = run(*spans, *rounds, *maxHeld)
@@ -76,6 +86,40 @@ func profile(file string, s bench.Subject, shape bench.Shape, spans, rounds int)
 	return nil
 }
 
+// compareSubjects runs the subjects in turn, round by round, and prints
+// each one's median cost and its cost relative to the first subject's in
+// the same round (median and quartiles over the rounds): on a shared
+// machine a slow spell then hits a round's subjects alike.
+func compareSubjects(subjects []bench.Subject, spans, rounds int) error {
+	fmt.Printf("machine: %s/%s, %d CPUs, %s; %d spans per round, %d rounds, subjects taking turns\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), spans, rounds)
+	fmt.Printf("| shape | subject | CPU ns/span (median) | ratio vs %s: median | lower quartile | upper quartile | lowest | highest |\n", subjects[0])
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	perSpan := func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) }
+	for _, shape := range []bench.Shape{bench.Spans10, bench.Spans100} {
+		in := bench.Generate(shape, spans)
+		rows := make([][]bench.Round, len(subjects))
+		for range rounds {
+			for i, s := range subjects {
+				r, err := bench.RunRound(s, in)
+				if err != nil {
+					return err
+				}
+				rows[i] = append(rows[i], r)
+			}
+		}
+		for i, s := range subjects {
+			ratios := make([]float64, rounds)
+			for k := range ratios {
+				ratios[k] = perSpan(rows[i][k]) / perSpan(rows[0][k])
+			}
+			sort.Float64s(ratios)
+			fmt.Printf("| %d-span traces | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", shape, s, median(rows[i], perSpan),
+				ratios[len(ratios)/2], ratios[len(ratios)/4], ratios[(3*len(ratios))/4], ratios[0], ratios[len(ratios)-1])
+		}
+	}
+	return nil
+}
+
 func median(rs []bench.Round, f func(bench.Round) float64) float64 {
 	v := make([]float64, len(rs))
 	for i, r := range rs {
@@ -97,7 +141,7 @@ func roundRange(a, b []bench.Round) string {
 			hi = r
 		}
 	}
-	return fmt.Sprintf("%.1f–%.1f×", lo, hi)
+	return fmt.Sprintf("%.2f–%.2f×", lo, hi)
 }
 
 func run(spans, rounds, maxHeld int) error {
