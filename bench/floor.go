@@ -78,11 +78,20 @@ type loggedSpan struct {
 	trace pcommon.TraceID
 }
 
+// logSpan is the index floor's bookkeeping of a span of trace tid that
+// moves as m says (nil: it stays).
+func (f *floor) logSpan(id pcommon.SpanID, tid pcommon.TraceID, m *move) {
+	if m != nil {
+		tid = m.to
+	}
+	f.live[id] = uint32(len(f.log))
+	f.log = append(f.log, loggedSpan{id, tid})
+}
+
 // destination is where the spans of a trace ID in one scope go.
 type destination struct {
 	spans ptrace.SpanSlice
-	move  *move           // nil: the spans keep their trace ID
-	group pcommon.TraceID // the trace the spans are released in
+	move  *move // nil: the spans keep their trace ID
 }
 
 // move puts spans into trace to and keeps their trace ID in original.
@@ -153,13 +162,10 @@ func (f *floor) consumeMoving(td ptrace.Traces) {
 					group = to
 				}
 				dest.spans = f.scopeOf(group, rs, ss)
-				dest.group = group
 				dests[tid] = dest
 			}
 			if f.live != nil {
-				id := s.SpanID()
-				f.live[id] = uint32(len(f.log))
-				f.log = append(f.log, loggedSpan{id, dest.group})
+				f.logSpan(s.SpanID(), tid, dest.move)
 			}
 			if m := dest.move; m != nil {
 				attrs := s.Attributes()
