@@ -106,10 +106,11 @@ func TestIndexFloorKeepsEverySpanFindable(t *testing.T) {
 	}
 	leaves := map[pcommon.SpanID]pcommon.TraceID{}
 	for id, at := range f.live {
-		if l := f.log[at]; l.span != id {
+		l := f.log[at]
+		if l.span != id {
 			t.Fatalf("live index: span %v at %d, the log has %v there", id, at, l.span)
 		}
-		leaves[id] = f.log[f.live[id]].trace
+		leaves[id] = l.trace
 	}
 	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

@@ -80,7 +80,7 @@ func profile(file string, s bench.Subject, shape bench.Shape, spans, rounds int)
 		if profErr != nil {
 			return profErr
 		}
-		fmt.Printf("%s, %d-span traces: %.0f CPU ns/span\n", s, shape, float64(r.CPU.Nanoseconds())/float64(r.Spans))
+		fmt.Printf("%s, %d-span traces: %.0f CPU ns/span\n", s, shape, cpuPerSpan(r))
 	}
 	fmt.Printf("%d profiles; read them with: go tool pprof -top %s.*\n", len(files), file)
 	return nil
@@ -94,7 +94,6 @@ func compareSubjects(subjects []bench.Subject, spans, rounds int) error {
 	fmt.Printf("machine: %s/%s, %d CPUs, %s; %d spans per round, %d rounds, subjects taking turns\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), spans, rounds)
 	fmt.Printf("| shape | subject | CPU ns/span (median) | ratio vs %s: median | lower quartile | upper quartile | lowest | highest |\n", subjects[0])
 	fmt.Println("|---|---|---|---|---|---|---|---|")
-	perSpan := func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) }
 	for _, shape := range []bench.Shape{bench.Spans10, bench.Spans100} {
 		in := bench.Generate(shape, spans)
 		rows := make([][]bench.Round, len(subjects))
@@ -108,12 +107,8 @@ func compareSubjects(subjects []bench.Subject, spans, rounds int) error {
 			}
 		}
 		for i, s := range subjects {
-			ratios := make([]float64, rounds)
-			for k := range ratios {
-				ratios[k] = perSpan(rows[i][k]) / perSpan(rows[0][k])
-			}
-			sort.Float64s(ratios)
-			fmt.Printf("| %d-span traces | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", shape, s, median(rows[i], perSpan),
+			ratios := roundRatios(rows[i], rows[0])
+			fmt.Printf("| %d-span traces | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", shape, s, median(rows[i], cpuPerSpan),
 				ratios[len(ratios)/2], ratios[len(ratios)/4], ratios[(3*len(ratios))/4], ratios[0], ratios[len(ratios)-1])
 		}
 	}
@@ -129,19 +124,23 @@ func median(rs []bench.Round, f func(bench.Round) float64) float64 {
 	return v[len(v)/2]
 }
 
+func cpuPerSpan(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) }
+
+// roundRatios are the CPU ratios a/b of the rounds, round by round (a[i]
+// and b[i] ran back to back), in ascending order.
+func roundRatios(a, b []bench.Round) []float64 {
+	ratios := make([]float64, len(a))
+	for i := range a {
+		ratios[i] = cpuPerSpan(a[i]) / cpuPerSpan(b[i])
+	}
+	sort.Float64s(ratios)
+	return ratios
+}
+
 // roundRange is the lowest and highest CPU ratio a/b over the rounds.
 func roundRange(a, b []bench.Round) string {
-	lo, hi := 0.0, 0.0
-	for i := range a {
-		r := (float64(a[i].CPU) / float64(a[i].Spans)) / (float64(b[i].CPU) / float64(b[i].Spans))
-		if i == 0 || r < lo {
-			lo = r
-		}
-		if i == 0 || r > hi {
-			hi = r
-		}
-	}
-	return fmt.Sprintf("%.2f–%.2f×", lo, hi)
+	ratios := roundRatios(a, b)
+	return fmt.Sprintf("%.2f–%.2f×", ratios[0], ratios[len(ratios)-1])
 }
 
 func run(spans, rounds, maxHeld int) error {
@@ -194,7 +193,7 @@ func run(spans, rounds, maxHeld int) error {
 			ingest = append(ingest, row)
 		}
 		for _, s := range bench.Subjects {
-			cpu[s] = median(rows[s], func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) })
+			cpu[s] = median(rows[s], cpuPerSpan)
 		}
 		for _, s := range bench.Subjects {
 			rs := rows[s]
@@ -239,7 +238,6 @@ func run(spans, rounds, maxHeld int) error {
 		heldTS, heldFlr float64
 	}
 	var rowsV []row
-	perSpan := func(r bench.Round) float64 { return float64(r.CPU.Nanoseconds()) / float64(r.Spans) }
 	for _, v := range volumes {
 		if v > maxHeld {
 			break
@@ -276,7 +274,7 @@ func run(spans, rounds, maxHeld int) error {
 		if err != nil {
 			return err
 		}
-		rowsV = append(rowsV, row{in.Spans, median(ts, perSpan), median(fl, perSpan), hts, hfl})
+		rowsV = append(rowsV, row{in.Spans, median(ts, cpuPerSpan), median(fl, cpuPerSpan), hts, hfl})
 	}
 	fmt.Println("\ncost per span by buffered volume (10-span traces; everything buffered, then released by Shutdown):")
 	fmt.Println("\n| buffered spans | tracestitch CPU ns/span | ratio vs smallest | floor CPU ns/span | tracestitch / floor |")
