@@ -140,9 +140,8 @@ type unit struct {
 // locks only the shards it touches, one at a time: the trace shards of its
 // trace IDs (groups, deadlines, record pools) and the key shards of its
 // span IDs, parents and request IDs (the indexes). Everything that takes
-// units out (release, eviction, Shutdown) and the rare reread of a marked
-// service's SERVER spans hold the world lock exclusively, and need no shard
-// lock then.
+// units out (release, eviction, Shutdown) holds the world lock
+// exclusively, and needs no shard lock then.
 type buffer struct {
 	wait, maxWait time.Duration
 	maxSpans      int
@@ -153,6 +152,8 @@ type buffer struct {
 	keys   [keyShards]keyShard
 	refs   groupRefs
 	names  *serviceTable
+	// serving is the SERVER spans' time ranges by instance (own lock).
+	serving *servingIndex
 	// linkMu guards groups' met, by stripe: a link writes to two groups
 	// that may belong to any shards.
 	linkMu    [linkStripes]paddedMutex
@@ -188,6 +189,9 @@ func newBuffer(cfg *Config) *buffer {
 	b := &buffer{
 		epoch:     time.Now(),
 		names:     newServiceTable(),
+		// a fragment root is released within max_wait of its first span,
+		// and late ones follow within late_span_ttl
+		serving: newServingIndex(int64(2*cfg.MaxWait+cfg.LateSpanTTL), cfg.MaxBufferedSpans+cfg.MaxIndexEntries),
 		wait:      cfg.WaitDuration,
 		maxWait:   cfg.MaxWait,
 		maxSpans:  cfg.MaxBufferedSpans,
@@ -212,12 +216,7 @@ func newBuffer(cfg *Config) *buffer {
 type addStats struct {
 	spans          int
 	invalidRequest int
-	// SERVER spans left unread must be read now (see reread): of all
-	// groups, or of this batch's
-	rereadAll, rereadBatch bool
 }
-
-func (st addStats) rereadDue() bool { return st.rereadAll || st.rereadBatch }
 
 // batchSplit is an incoming batch regrouped by trace ID. It is built before
 // any lock is taken: the pdata moves and attribute reads of a batch run
@@ -228,9 +227,6 @@ type batchSplit struct {
 	recs  []spanRec // in batch order
 	frag  []int32   // fragment of each record
 	st    addStats
-	// markEpoch is the service table's mark count when the split began:
-	// a service marked since may have SERVER spans here left unread.
-	markEpoch uint64
 
 	// scratch
 	byTrace map[pcommon.TraceID]int32
@@ -250,7 +246,7 @@ type fragment struct {
 	parts   []part
 	pending int32 // spans of the current scope not yet moved
 	spans   int32
-	withKey int32 // spans with a request ID
+	withExt int32 // spans with a heldExt
 	shard   uint8 // trace shard, set by sortByShard
 	// ssStamp: the last part is of the current source scope when this is
 	// the split's
@@ -291,14 +287,12 @@ var splitPool = sync.Pool{New: func() any {
 // the fragments share (see part). It needs no lock: the reader is
 // immutable and the service table locks itself.
 func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceTable) {
-	sp.markEpoch = names.markEpoch.Load()
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		resAttrs := rs.Resource().Attributes()
 		service := names.intern(serviceName(resAttrs))
 		identity := reader.identityOf(resAttrs)
-		readServer := names.marked(service)
 		var res *sourceResource // taken out of the batch if a span needs it
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
@@ -313,7 +307,7 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 			base := len(sp.recs)
 			prevF := int32(-1)
 			for k := 0; k < spans.Len(); k++ {
-				rec, invalid := reader.read(spans.At(k), identity, service, readServer)
+				rec, invalid := reader.read(spans.At(k), identity, service)
 				if invalid {
 					sp.st.invalidRequest++
 				}
@@ -329,8 +323,8 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 				}
 				sp.frags[f].pending++
 				sp.frags[f].spans++
-				if !rec.reqKey.empty() {
-					sp.frags[f].withKey++
+				if rec.hasExt() {
+					sp.frags[f].withExt++
 				}
 				sp.recs = append(sp.recs, rec)
 				sp.frag = append(sp.frag, f)
@@ -409,6 +403,7 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 		}
 	})
 	b.indexKeys(sp)
+	b.serving.add(sp.recs, now)
 	b.eachTraceShard(sp, func(s int, ts *traceShard, frags []int32) {
 		// room for each fragment's records at once: a group's records grow
 		// to their size class in one step, not by doubling
@@ -416,7 +411,7 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 			g, fr := sp.groups[f], &sp.frags[f]
 			g.parts = append(g.parts, fr.parts...)
 			g.recs = ts.recs.reserve(g.recs, int(fr.spans))
-			g.ext = ts.exts.reserve(g.ext, int(fr.withKey))
+			g.ext = ts.exts.reserve(g.ext, int(fr.withExt))
 		}
 		for _, i := range sp.recOrder[sp.recStart[s]:sp.recStart[s+1]] {
 			ts.hold(sp.groups[sp.frag[i]], &sp.recs[i], sp.orphan[i])
@@ -427,10 +422,6 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 			r.seenAfter(now)
 		}
 	})
-	sp.st.rereadAll = b.markOrphanServices(sp.recs)
-	// a service marked by another batch while this one was read: its
-	// SERVER spans here were left unread
-	sp.st.rereadBatch = sp.markEpoch != b.names.markEpoch.Load()
 	return sp.st
 }
 
@@ -461,30 +452,6 @@ func (b *buffer) reserve(n int) bool {
 			return true
 		}
 	}
-}
-
-// reread reads the SERVER spans left unread that add found must be read
-// (exclusive lock), and returns the count of unusable request-ID attributes.
-func (b *buffer) reread(sp *batchSplit, st addStats) int {
-	switch {
-	case st.rereadAll:
-		// their SERVER spans buffered so far (this batch's too) were not read
-		invalid := 0
-		for s := range b.traces {
-			ts := &b.traces[s]
-			for _, e := range ts.fifo[ts.head:] {
-				invalid += b.readMarkedServers(e.g)
-			}
-		}
-		return invalid
-	case st.rereadBatch:
-		invalid := 0
-		for _, g := range sp.groups {
-			invalid += b.readMarkedServers(g)
-		}
-		return invalid
-	}
-	return 0
 }
 
 // indexKeys indexes the keys of a split batch whose groups are known,
@@ -535,64 +502,6 @@ func (b *buffer) indexKeys(sp *batchSplit) {
 	}
 }
 
-// markOrphanServices marks the services of request-ID orphans (see
-// serviceTable); it reports whether one was new.
-func (b *buffer) markOrphanServices(recs []spanRec) bool {
-	newly := false
-	for i := range recs {
-		if r := &recs[i]; r.requestIDOrphan() && b.names.mark(r.service) {
-			newly = true
-		}
-	}
-	return newly
-}
-
-// readMarkedServers reads the request IDs of g's SERVER spans that were
-// left unread and whose service is now marked, and indexes them as hold
-// would have (exclusive lock). It returns the count of unusable request-ID
-// attributes. Marks are rare (once per service), so walking the groups'
-// pdata is too.
-func (b *buffer) readMarkedServers(g *group) (invalid int) {
-	if g == nil || g.released || !g.hasUnreadMarked(b.names) {
-		return 0
-	}
-	ts := &b.traces[g.shard]
-	i := 0
-	for _, p := range g.parts {
-		for _, span := range p.spans.All() {
-			if i == len(g.recs) {
-				return invalid // records and spans always match; never index past them
-			}
-			h := &g.recs[i]
-			i++
-			if !h.has(unreadServer) || !b.names.marked(h.service) {
-				continue
-			}
-			rec, bad := b.reader.read(span, p.src.res.identity, h.service, true)
-			if bad {
-				invalid++
-			}
-			h.set(unreadServer, false)
-			if !rec.reqKey.empty() {
-				ts.keepRequestID(g, h, &rec)
-				b.indexRequestID(b.keyShard(reqFold(rec.reqKey)), g, rec.reqKey)
-			}
-		}
-	}
-	return invalid
-}
-
-// hasUnreadMarked reports whether some SERVER span of g was left unread
-// and its service is marked now.
-func (g *group) hasUnreadMarked(names *serviceTable) bool {
-	for i := range g.recs {
-		if h := &g.recs[i]; h.has(unreadServer) && names.marked(h.service) {
-			return true
-		}
-	}
-	return false
-}
-
 // newGroup makes the group of tid in trace shard ts (its lock held).
 func (b *buffer) newGroup(ts *traceShard, shard uint8, seq uint64, tid pcommon.TraceID, now int64) *group {
 	g := &group{traceID: tid, seq: seq, firstSeen: now, shard: shard}
@@ -608,8 +517,8 @@ func (b *buffer) newGroup(ts *traceShard, shard uint8, seq uint64, tid pcommon.T
 func (b *buffer) clock(t time.Time) int64 { return int64(t.Sub(b.epoch)) }
 
 // heldRec is a buffered span's record as the buffer keeps it: the trace
-// ID is the group's, and the request-ID fields are kept apart (heldExt)
-// for the spans that have a request ID. See spanRec for the fields.
+// ID is the group's, and the request-ID and instance fields are kept
+// apart (heldExt) for the spans that have them. See spanRec for the fields.
 // It is 24 bytes: every buffered span has one.
 type heldRec struct {
 	spanID, parentID pcommon.SpanID
@@ -625,8 +534,6 @@ const (
 	// orphanAtIngest: the parent was not in the span's group when the span
 	// arrived, so the span is in the buffer's byParent index.
 	orphanAtIngest heldFlags = 1 << iota
-	// unreadServer: see spanRec.
-	unreadServer
 )
 
 func (h *heldRec) has(f heldFlags) bool { return h.flags&f != 0 }
@@ -649,18 +556,17 @@ type heldExt struct {
 // lock held); orphan: its parent was not in g when it was indexed.
 func (ts *traceShard) hold(g *group, rec *spanRec, orphan bool) {
 	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: uint8(rec.kind), ext: -1}
-	h.set(unreadServer, rec.unreadServer)
 	h.set(orphanAtIngest, orphan)
-	if !rec.reqKey.empty() {
-		ts.keepRequestID(g, &h, rec)
+	if rec.hasExt() {
+		ts.keepExt(g, &h, rec)
 	}
 	g.recs = ts.recs.reserve(g.recs, 1) // room was made per fragment in add
 	g.recs = append(g.recs, h)
 }
 
-// keepRequestID stores the request-ID fields of rec (which has a request
-// ID) for g's held record h.
-func (ts *traceShard) keepRequestID(g *group, h *heldRec, rec *spanRec) {
+// keepExt stores the request ID and instance fields of rec for g's held
+// record h.
+func (ts *traceShard) keepExt(g *group, h *heldRec, rec *spanRec) {
 	g.ext = ts.exts.reserve(g.ext, 1)
 	h.ext = int32(len(g.ext))
 	g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})

@@ -46,6 +46,9 @@ type Config struct {
 	// ReleaseBatchMaxSpans caps the spans of one call downstream; a trace is
 	// never split, so a bigger one goes alone.
 	ReleaseBatchMaxSpans int `mapstructure:"release_batch_max_spans"`
+	// EntryPoints declares where requests legitimately start, beyond what
+	// the outcome rule recognizes by itself.
+	EntryPoints EntryPointsConfig `mapstructure:"entry_points"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -59,6 +62,18 @@ type RequestIDConfig struct {
 	// TimeTolerance is the slack allowed when the parent must contain the
 	// orphan in time.
 	TimeTolerance time.Duration `mapstructure:"time_tolerance"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// EntryPointsConfig declares legitimate roots.
+type EntryPointsConfig struct {
+	// Services (resource service.name) whose spans without a parent always
+	// start a request: never counted as lost context, never blamed, even
+	// when their instance was serving a request at the time (a job or a
+	// background worker inside a serving process).
+	Services []string `mapstructure:"services"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -115,6 +130,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ReleaseBatchMaxSpans <= 0 {
 		errs = append(errs, fmt.Errorf("release_batch_max_spans must be greater than 0, got %d", c.ReleaseBatchMaxSpans))
+	}
+	for i, svc := range c.EntryPoints.Services {
+		if svc == "" {
+			errs = append(errs, fmt.Errorf("entry_points.services[%d] must not be empty", i))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -28,9 +28,21 @@ func loadConfig(t *testing.T, name string) (*Config, error) {
 func TestLoadConfig(t *testing.T) {
 	def, err := loadConfig(t, "")
 	require.NoError(t, err)
-	assert.Equal(t, createDefaultConfig(), def)
-	assert.Equal(t, 5*time.Second, def.WaitDuration)
-	assert.Equal(t, []string{"guid:x-request-id", "http.request.header.x-request-id", "x-request-id"}, def.RequestID.Attributes)
+	assert.Equal(t, &Config{
+		WaitDuration:             5 * time.Second,
+		MaxWait:                  60 * time.Second,
+		MaxBufferedSpans:         500_000,
+		OriginalTraceIDAttribute: "tracestitch.original_trace_id",
+		StitchMode:               StitchModeReparent,
+		RequestID: RequestIDConfig{
+			Enabled:    true,
+			Attributes: []string{"guid:x-request-id", "guid.x-request-id", "http.request.header.x-request-id", "x-request-id"},
+		},
+		InstanceIdentity:     []string{"node_id", "k8s.pod.name", "service.instance.id", "host.name", "service.name"},
+		LateSpanTTL:          60 * time.Second,
+		MaxIndexEntries:      1_000_000,
+		ReleaseBatchMaxSpans: 8192,
+	}, def)
 
 	custom, err := loadConfig(t, "custom")
 	require.NoError(t, err)
@@ -50,6 +62,7 @@ func TestLoadConfig(t *testing.T) {
 		MaxIndexEntries:  500,
 
 		ReleaseBatchMaxSpans: 100,
+		EntryPoints:          EntryPointsConfig{Services: []string{"nightly-report.jobs"}},
 	}, custom)
 }
 
@@ -68,6 +81,7 @@ func TestInvalidConfig(t *testing.T) {
 		"negative_late_ttl":          "late_span_ttl must not be negative",
 		"negative_index":             "max_index_entries must not be negative",
 		"zero_release_batch":         "release_batch_max_spans must be greater than 0",
+		"empty_entry_point":          "entry_points.services[0] must not be empty",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := loadConfig(t, name)

@@ -40,7 +40,7 @@ func createDefaultConfig() component.Config {
 		StitchMode:               StitchModeReparent,
 		RequestID: RequestIDConfig{
 			Enabled:    true,
-			Attributes: []string{"guid:x-request-id", "http.request.header.x-request-id", "x-request-id"},
+			Attributes: []string{"guid:x-request-id", "guid.x-request-id", "http.request.header.x-request-id", "x-request-id"},
 		},
 		InstanceIdentity: []string{"node_id", "k8s.pod.name", "service.instance.id", "host.name", "service.name"},
 		LateSpanTTL:      defaultLateSpanTTL,

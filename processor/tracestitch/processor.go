@@ -75,7 +75,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*t
 		tick:   tickInterval(cfg.WaitDuration),
 		blamed: map[string]bool{},
 		buf:    buf,
-		stage:  newStitchStage(cfg, buf.names),
+		stage:  newStitchStage(cfg, buf.names, buf.serving, buf.epoch),
 	}, nil
 }
 
@@ -96,6 +96,11 @@ func (p *tracestitchProcessor) Start(context.Context, component.Host) error {
 		return nil
 	}
 	p.started = true
+	// Every outcome exists from the start, so that a share computed from
+	// them has data before the first trace of each kind is released.
+	for o := range outcomeAttrs {
+		p.tel.ProcessorTracestitchTraces.Add(context.Background(), 0, outcomeAttrs[o])
+	}
 	p.stop = make(chan struct{})
 	p.done = make(chan struct{})
 	go p.run()
@@ -183,8 +188,7 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 
 // ingest adds a split batch to the buffer. Batches are added concurrently,
 // under the buffer's lock held shared; only a batch that would take the
-// buffer past max_buffered_spans, or whose add found SERVER spans to read
-// again, takes it exclusively. Over capacity, the oldest units are
+// buffer past max_buffered_spans takes it exclusively. Over capacity, the oldest units are
 // detached before the lock is let go: the buffer never holds more, and the
 // caller carries them downstream.
 func (p *tracestitchProcessor) ingest(sp *batchSplit) (addStats, *release) {
@@ -197,16 +201,13 @@ func (p *tracestitchProcessor) ingest(sp *batchSplit) (addStats, *release) {
 		st = b.add(sp, now)
 	}
 	b.world.RUnlock()
-	if added && !st.rereadDue() {
+	if added {
 		return st, nil
 	}
 	b.lockExclusive()
 	defer b.world.Unlock()
-	if !added {
-		b.spans.Add(int64(sp.st.spans))
-		st = b.add(sp, now)
-	}
-	st.invalidRequest += b.reread(sp, st)
+	b.spans.Add(int64(sp.st.spans))
+	st = b.add(sp, now)
 	if b.spans.Load() <= int64(b.maxSpans) {
 		return st, nil
 	}
@@ -357,7 +358,7 @@ func (p *tracestitchProcessor) record(ctx context.Context, t *releaseTally) {
 	}
 	for svc, n := range counts {
 		p.tel.ProcessorTracestitchBrokenPropagation.Add(ctx, n,
-			metric.WithAttributes(attribute.String("service", svc)))
+			metric.WithAttributes(attribute.String("culprit_service", svc)))
 	}
 }
 

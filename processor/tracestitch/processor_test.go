@@ -109,8 +109,6 @@ func TestParentWaitsForFreshFragment(t *testing.T) {
 
 func TestLateFragmentJoinsReleasedTrace(t *testing.T) {
 	h := newHarness(t, nil)
-	// pp broke propagation before (see TestFirstOrphanAfterItsIngressLeft)
-	h.p.buf.names.mark(h.p.buf.names.intern(pp))
 	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})
 	h.advance(2 * time.Second)
 	require.Equal(t, 1, h.sink.SpanCount())
@@ -140,7 +138,6 @@ func TestLateFragmentJoinsReleasedTrace(t *testing.T) {
 // released-span index and the late fragment would stay apart.
 func TestReleasesStitchInTurn(t *testing.T) {
 	h := newHarness(t, nil)
-	h.p.buf.names.mark(h.p.buf.names.intern(pp))
 	detachDue := func() *release {
 		h.p.buf.world.Lock()
 		defer h.p.buf.world.Unlock()
@@ -174,49 +171,29 @@ func TestReleasesStitchInTurn(t *testing.T) {
 	h.shutdown()
 }
 
-// TestFirstOrphanAfterItsIngressLeft: SERVER spans' request IDs are read
-// only for services that produced a request-ID orphan. Their buffered
-// SERVER spans are read when the first orphan comes (TestStitching's
-// request-ID cases), but one released before that is gone: the service's
-// first orphan, if it comes after its ingress span left, stays
-// disconnected; later ones join.
-func TestFirstOrphanAfterItsIngressLeft(t *testing.T) {
+// TestFirstOrphanJoinsAfterItsIngressLeft: a service's first request-ID
+// orphan joins the ingress span that was released before it came, as any
+// later one does: the result does not depend on what came before.
+func TestFirstOrphanJoinsAfterItsIngressLeft(t *testing.T) {
 	h := newHarness(t, nil)
 	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})
 	h.advance(2 * time.Second)
+	require.Equal(t, 1, h.sink.SpanCount(), "the ingress span left alone")
 	h.send(ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34})
 	h.advance(2 * time.Second)
-	assert.Equal(t, pad(traceB), find(t, h.out(), "2222222222222222", C).traceID, "its ingress left unread")
-	assert.Equal(t, map[string]int64{"connected": 1, "disconnected": 1}, h.outcomes())
+	first := find(t, h.out(), "2222222222222222", C)
+	assert.Equal(t, pad(traceA), first.traceID, "the first orphan of pp joins")
+	assert.Equal(t, "1111111111111111", first.parentID)
+	assert.Equal(t, map[string]int64{"connected": 1}, h.outcomes(), "the late fragment joins a trace already counted")
+	assert.Equal(t, int64(1), h.counter("processor_tracestitch_late_spans"))
 
 	h.send(ts{trace: traceC, id: "3333333333333333", kind: S, service: pp, node: pp1, rid: ridOther, start: 100, end: 140})
 	h.advance(2 * time.Second)
 	h.send(ts{trace: traceD, id: "4444444444444444", kind: C, service: pp, node: pp1, rid: ridOther, start: 103, end: 134})
 	h.advance(2 * time.Second)
-	late := find(t, h.out(), "4444444444444444", C)
-	assert.Equal(t, pad(traceC), late.traceID, "pp is known to break propagation now")
-	assert.Equal(t, "3333333333333333", late.parentID)
-	h.shutdown()
-}
-
-// TestServerReadBeforeItsServiceWasMarked: a batch read (outside the
-// buffer lock) while another batch marks its service is read again when it
-// is added, so its SERVER spans are candidates like any other.
-func TestServerReadBeforeItsServiceWasMarked(t *testing.T) {
-	h := newHarness(t, nil)
-	sp := splitPool.Get().(*batchSplit)
-	sp.split(build(t, ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40}),
-		&h.p.buf.reader, h.p.buf.names)
-	require.True(t, sp.recs[0].unreadServer, "pp has no orphan yet")
-	h.send(ts{trace: traceB, id: "2222222222222222", kind: C, service: pp, node: pp1, rid: rid, start: 3, end: 34})
-	_, eviction := h.p.ingest(sp)
-	require.Nil(t, eviction)
-	h.in++
-	h.advance(2 * time.Second)
-	c := find(t, h.out(), "2222222222222222", C)
-	assert.Equal(t, pad(traceA), c.traceID)
-	assert.Equal(t, "1111111111111111", c.parentID)
-	assert.Equal(t, map[string]int64{"stitched": 1}, h.outcomes())
+	second := find(t, h.out(), "4444444444444444", C)
+	assert.Equal(t, pad(traceC), second.traceID, "and so does the next")
+	assert.Equal(t, "3333333333333333", second.parentID)
 	h.shutdown()
 }
 

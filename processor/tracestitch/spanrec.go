@@ -4,8 +4,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"sync"
-	"sync/atomic"
-
+	
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -31,10 +30,6 @@ type spanRec struct {
 	kind   ptrace.SpanKind
 	// service is the resource service.name, interned.
 	service serviceID
-	// unreadServer: a SERVER span whose attributes were not read because
-	// its service had not produced a request-ID orphan yet (see
-	// serviceTable.marked); read when it does.
-	unreadServer bool
 }
 
 // requestIDRuleApplies: the span has a request ID and a workload instance,
@@ -55,6 +50,10 @@ func (r *spanRec) requestIDOrphan() bool {
 func (r *spanRec) ingressCandidate() bool {
 	return r.kind == ptrace.SpanKindServer && r.requestIDRuleApplies()
 }
+
+// hasExt: the span has fields the buffer keeps apart (heldExt): a request
+// ID, or a workload instance (SERVER spans and spans without parent).
+func (r *spanRec) hasExt() bool { return !r.reqKey.empty() || r.instance != 0 }
 
 // recReader extracts spanRecs with the configured attribute keys.
 type recReader struct {
@@ -79,9 +78,6 @@ type resourceIdentity struct {
 
 // identityOf reads a resource's identity once for all its spans.
 func (r *recReader) identityOf(res pcommon.Map) resourceIdentity {
-	if len(r.requestIDKeys) == 0 {
-		return resourceIdentity{at: len(r.identityKeys)}
-	}
 	for j, k := range r.identityKeys {
 		if v, ok := res.Get(k); ok && nonEmptyStr(v) {
 			return resourceIdentity{at: j, value: v.Str()}
@@ -95,9 +91,8 @@ func nonEmptyStr(v pcommon.Value) bool { return v.Type() == pcommon.ValueTypeStr
 // read fills a spanRec. invalid reports a request-ID attribute that was
 // present but unusable (empty, not a string, too long). The instance is the
 // first identity key with a non-empty string, the span's before the
-// resource's for each key. readServer: the service's SERVER spans are
-// candidate parents (it produced a request-ID orphan).
-func (r *recReader) read(span ptrace.Span, res resourceIdentity, service serviceID, readServer bool) (rec spanRec, invalid bool) {
+// resource's for each key.
+func (r *recReader) read(span ptrace.Span, res resourceIdentity, service serviceID) (rec spanRec, invalid bool) {
 	rec = spanRec{
 		traceID:  span.TraceID(),
 		spanID:   span.SpanID(),
@@ -107,20 +102,12 @@ func (r *recReader) read(span ptrace.Span, res resourceIdentity, service service
 		end:      span.EndTimestamp(),
 		service:  service,
 	}
-	// Only ingress spans (candidate parents) and spans without a parent
-	// (candidate orphans) take part in the request-ID rule: the others'
-	// attributes are not read at all, which is most of the cost of reading.
-	// An ingress span can only be the parent of an orphan of its own
-	// service, so those of services that never produced one wait.
-	switch {
-	case len(r.requestIDKeys) == 0:
-		return rec, false
-	case rec.kind == ptrace.SpanKindServer:
-		if !readServer {
-			rec.unreadServer = true
-			return rec, false
-		}
-	case !rec.parentID.IsEmpty():
+	// Only SERVER spans (where requests enter an instance: request-ID parent
+	// candidates, and the evidence that an instance was serving) and spans
+	// without a parent (candidate orphans, and the roots the outcome rule
+	// judges) need attributes: the others' are not read at all, which is
+	// most of the cost of reading.
+	if rec.kind != ptrace.SpanKindServer && !rec.parentID.IsEmpty() {
 		return rec, false
 	}
 	attrs := span.Attributes()
@@ -134,9 +121,6 @@ func (r *recReader) read(span ptrace.Span, res resourceIdentity, service service
 			break
 		}
 		invalid = true
-	}
-	if rec.reqKey.empty() {
-		return rec, invalid
 	}
 	instance := res.value
 	// the span's own value counts for every key up to the resource's
@@ -278,35 +262,10 @@ const maxInternedServices = 10_000
 
 // serviceTable interns service names so that records stay pointer-free.
 // Service names are few; the cap keeps a misbehaving sender from growing it.
-//
-// It also marks the services that produced a request-ID orphan (a span
-// without parent, not SERVER, with a request ID): only their SERVER spans
-// can be an orphan's parent, so only theirs are worth reading request IDs
-// from — in a mesh where most services propagate context, most SERVER spans
-// are never read. Marks are never taken back.
 type serviceTable struct {
 	mu    sync.RWMutex // batches are read before the buffer lock is taken
 	ids   map[string]serviceID
 	names []string
-
-	marks [maxInternedServices/64 + 1]atomic.Uint64
-	// markEpoch counts marks, so that a batch read before a mark can tell.
-	markEpoch atomic.Uint64
-}
-
-// marked reports whether service id produced a request-ID orphan.
-func (t *serviceTable) marked(id serviceID) bool {
-	return t.marks[id/64].Load()&(1<<(id%64)) != 0
-}
-
-// mark marks service id; it reports whether the mark is new.
-func (t *serviceTable) mark(id serviceID) bool {
-	bit := uint64(1) << (id % 64)
-	if t.marks[id/64].Or(bit)&bit != 0 {
-		return false
-	}
-	t.markEpoch.Add(1)
-	return true
 }
 
 func newServiceTable() *serviceTable {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -87,18 +88,19 @@ func TestRecReaderKeyOrder(t *testing.T) {
 			require.NoError(t, sp.Attributes().FromRaw(tc.span))
 			sp.Attributes().PutInt("guid:x-request-id", 1) // unusable: counted
 			sp.Attributes().PutStr("x-request-id", rid)
-			rec, invalid := r.read(sp, r.identityOf(rs.Resource().Attributes()), 0, true)
+			rec, invalid := r.read(sp, r.identityOf(rs.Resource().Attributes()), 0)
 			assert.True(t, invalid)
 			assert.Equal(t, requestIDKey(rid), rec.reqKey)
 			assert.Equal(t, instanceKey(tc.wantInstance), rec.instance)
-			assert.False(t, rec.unreadServer)
 
-			// a SERVER span of a service without orphans is left unread
-			rec, invalid = r.read(sp, r.identityOf(rs.Resource().Attributes()), 0, false)
+			// a CLIENT span with a parent is neither a request-ID candidate
+			// nor a root: its attributes are left unread
+			sp.SetKind(ptrace.SpanKindClient)
+			sp.SetParentSpanID(pcommon.SpanID{1})
+			rec, invalid = r.read(sp, r.identityOf(rs.Resource().Attributes()), 0)
 			assert.False(t, invalid)
 			assert.True(t, rec.reqKey.empty())
 			assert.Zero(t, rec.instance)
-			assert.True(t, rec.unreadServer)
 		})
 	}
 }

@@ -29,20 +29,32 @@ type stitchStage struct {
 
 	mu       sync.Mutex
 	turnDone *sync.Cond
-	serving  uint64
+	turnNow  uint64 // the turn being stitched
 	opts     stitchOptions
 	stitcher *stitcher
 	released *releasedIndex
+	serving  *servingIndex
+	epoch    time.Time // the buffer's clock origin (see buffer.clock)
 	recs     []spanRec // scratch: the records of the unit being stitched
 }
 
-func newStitchStage(cfg *Config, names *serviceTable) *stitchStage {
+func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex, epoch time.Time) *stitchStage {
+	entry := map[serviceID]bool{}
+	for _, svc := range cfg.EntryPoints.Services {
+		if id := names.intern(svc); id != 0 {
+			entry[id] = true
+		}
+	}
 	st := &stitchStage{
 		opts: stitchOptions{
-			requestID: cfg.RequestID.Enabled,
-			tolerance: uint64(cfg.RequestID.TimeTolerance.Nanoseconds()),
-			link:      cfg.StitchMode == StitchModeLink,
+			requestID:   cfg.RequestID.Enabled,
+			tolerance:   uint64(cfg.RequestID.TimeTolerance.Nanoseconds()),
+			link:        cfg.StitchMode == StitchModeLink,
+			serving:     serving,
+			entryPoints: entry,
 		},
+		serving:  serving,
+		epoch:    epoch,
 		stitcher: newStitcher(names),
 		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 	}
@@ -64,7 +76,7 @@ func (st *stitchStage) begin(now time.Time) *release {
 // back after, see buffer.retire).
 func (st *stitchStage) run(rel *release) []*unit {
 	st.mu.Lock()
-	for st.serving != rel.turn {
+	for st.turnNow != rel.turn {
 		st.turnDone.Wait()
 	}
 	for _, u := range rel.units {
@@ -80,10 +92,11 @@ func (st *stitchStage) run(rel *release) []*unit {
 	// Expire after releasing: units released now may still use entries
 	// that are due to expire now.
 	st.released.expire(rel.now)
+	st.serving.expire(int64(rel.now.Sub(st.epoch)))
 	if cap(st.recs) > poolMax {
 		st.recs = nil // do not keep the scratch of a huge unit
 	}
-	st.serving++
+	st.turnNow++
 	st.turnDone.Broadcast()
 	st.mu.Unlock()
 	return rel.units

@@ -79,6 +79,12 @@ type releasedLookup interface {
 	ingress(key reqKey, out []releasedServer) []releasedServer
 }
 
+// servingLookup tells whether an instance was serving a request: whether
+// one of its SERVER spans contains [start, end], with tol of slack.
+type servingLookup interface {
+	serving(instance uint64, start, end pcommon.Timestamp, tol uint64) bool
+}
+
 type stitchOptions struct {
 	requestID bool
 	// tolerance is the slack, in nanoseconds, of the time containment rule.
@@ -86,6 +92,11 @@ type stitchOptions struct {
 	// link keeps request-ID fragments in their own trace (a span link is
 	// added instead of moving them).
 	link bool
+	// serving answers the outcome rule's question about roots (nil: no
+	// root is evidence of lost context by itself).
+	serving servingLookup
+	// entryPoints are services whose roots always start a request.
+	entryPoints map[serviceID]bool
 }
 
 // parentKind says how a span's parent was resolved.
@@ -117,7 +128,7 @@ type stitchResult struct {
 	stitches  [3]int    // indexed by stitchMethod
 	ambiguous int
 	lateSpans int
-	blame     []string // one service per broken fragment
+	blame     []string // one service per fragment left with its context lost
 }
 
 type spanLink struct {
@@ -148,6 +159,7 @@ type stitcher struct {
 	states   []traceState
 	stateIdx map[pcommon.TraceID]int32
 	topState []int32
+	lostTop  []bool
 	topBuf   [2][]int32
 	path     []int32
 	// final is the trace ID each record leaves with, valid until the next
@@ -193,9 +205,8 @@ func addIdx[K comparable](m map[K]idxList, k K, i int32) {
 type traceState struct {
 	traceID      pcommon.TraceID
 	roots        int
-	firstRoot    int32
 	stitched     bool
-	missing      bool
+	lost         bool // a top is evidence of lost context
 	disconnected bool
 }
 
@@ -501,7 +512,6 @@ func (s *stitcher) result() stitchResult {
 			if m == methodRequestID {
 				s.setNewParent(&res, i, physical)
 			}
-			res.blame = append(res.blame, s.blamedService(i))
 		}
 		if s.kind[i] == parentAmbiguous {
 			res.ambiguous++
@@ -530,20 +540,6 @@ func (s *stitcher) setNewParent(res *stitchResult, i int, physical []int32) {
 		res.newParent = map[int]pcommon.SpanID{}
 	}
 	res.newParent[i] = target.spanID
-}
-
-// blamedService is the service whose outgoing call lost the context of
-// fragment root i: the orphan's own service for a request-ID stitch (its
-// app made the call without the trace headers), the parent's service for a
-// parent-ID stitch across trace IDs (the caller changed the trace ID).
-func (s *stitcher) blamedService(i int) string {
-	if s.method[i] == methodRequestID {
-		return s.names.name(s.recs[i].service)
-	}
-	if s.kind[i] == parentReleased {
-		return s.names.name(s.released[i].service)
-	}
-	return s.names.name(s.recs[s.parent[i]].service)
 }
 
 func (s *stitcher) traceOfTop(top int32) pcommon.TraceID {
@@ -590,10 +586,17 @@ func (s *stitcher) tops(cutRequestID bool) []int32 {
 // outcomes classifies each logical trace: all records whose trees end in
 // the same trace ID. Trees hanging under released spans are late additions
 // to a trace that was already counted.
+//
+// A trace is disconnected when it is not one tree, or when a top of it is
+// evidence of lost context (see lostContext); stitched when the processor
+// made an edge in it and no evidence is left; connected otherwise. Roots
+// that are legitimate entry points (a gateway's or a client pod's CLIENT
+// span, any SERVER span) are not evidence.
 func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
 	s.states = s.states[:0]
 	clear(s.stateIdx)
 	s.topState = grow(s.topState, len(s.recs))
+	s.lostTop = grow(s.lostTop, len(s.recs))
 	for i := range s.recs {
 		t := logical[i]
 		if s.released[t].ok {
@@ -608,15 +611,14 @@ func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
 		if int(t) == i { // each top is met once, as itself
 			s.topState[i] = int32(k)
 			st.roots++
-			st.firstRoot = t
-			if s.kind[t] != parentNone {
-				st.missing = true
+			if s.lostTop[i] = s.lostContext(i); s.lostTop[i] {
+				st.lost = true
 			}
 		}
 	}
 	for k := range s.states {
 		st := &s.states[k]
-		st.disconnected = st.missing || st.roots > 1 || s.recs[st.firstRoot].kind == ptrace.SpanKindClient
+		st.disconnected = st.lost || st.roots > 1
 		switch {
 		case st.disconnected:
 			res.traces = append(res.traces, outcomeDisconnected)
@@ -626,16 +628,38 @@ func (s *stitcher) outcomes(res *stitchResult, logical []int32) {
 			res.traces = append(res.traces, outcomeConnected)
 		}
 	}
-	// Blame the roots of disconnected traces that lost their context on the
-	// way out (see isRequestIDOrphan for why SERVER roots are not blamed).
+	// Blame the service of each top that lost its context on the way out of
+	// its instance: its app made the call without the request's context.
 	for i := range s.recs {
-		if int(logical[i]) != i || s.released[i].ok || !s.states[s.topState[i]].disconnected {
+		if int(logical[i]) != i || s.released[i].ok || !s.lostTop[i] {
 			continue
 		}
-		if s.kind[i] != parentInUnit && s.recs[i].parentID.IsEmpty() && s.recs[i].kind != ptrace.SpanKindServer {
+		if s.recs[i].parentID.IsEmpty() {
 			res.blame = append(res.blame, s.names.name(s.recs[i].service))
 		}
 	}
+}
+
+// lostContext reports whether top i is evidence that a request's context
+// was lost: a parent span ID that names no span to be found (missing,
+// ambiguous, a cycle), or a root that is not where requests enter (not
+// SERVER nor CONSUMER, not a declared entry point) made while a SERVER span
+// of its own instance contained it: its app was serving a request and made
+// this call without that request's context. A gateway's or a client pod's
+// CLIENT root has no SERVER span around it in its instance.
+func (s *stitcher) lostContext(i int) bool {
+	switch s.kind[i] {
+	case parentNone:
+	case parentAmbiguous:
+		return true // two parents qualify: the context is lost either way
+	default:
+		return s.kind[i] != parentInUnit && s.kind[i] != parentReleased
+	}
+	r := &s.recs[i]
+	if r.kind == ptrace.SpanKindServer || r.kind == ptrace.SpanKindConsumer || s.opts.serving == nil || s.opts.entryPoints[r.service] {
+		return false
+	}
+	return s.opts.serving.serving(r.instance, r.start, r.end, s.opts.tolerance)
 }
 
 // stateOf returns the index of the state of trace tid, adding it. A unit

@@ -2,6 +2,7 @@ package tracestitch
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -41,7 +42,7 @@ func recs(t *testing.T, spans ...ts) []spanRec {
 		rs := td.ResourceSpans().At(i)
 		sp := rs.ScopeSpans().At(0).Spans().At(0)
 		res := rs.Resource().Attributes()
-		rec, _ := r.read(sp, r.identityOf(res), testNames.intern(serviceName(res)), true)
+		rec, _ := r.read(sp, r.identityOf(res), testNames.intern(serviceName(res)))
 		out = append(out, rec)
 	}
 	return out
@@ -67,7 +68,7 @@ func TestStitcherIsPure(t *testing.T) {
 		assert.Equal(t, map[int]pcommon.SpanID{1: spanID(t, "1111111111111111")}, res.newParent)
 		assert.Equal(t, []outcome{outcomeStitched}, res.traces)
 		assert.Equal(t, [3]int{0, 1, 1}, res.stitches)
-		assert.ElementsMatch(t, []string{pp, rv}, res.blame, "request-ID stitch blames the caller, parent-ID stitch the parent's service")
+		assert.Empty(t, res.blame, "stitched fragments are repaired: nobody is blamed")
 	}
 }
 
@@ -97,4 +98,138 @@ func TestStitcherUsesReleasedSpans(t *testing.T) {
 	assert.Empty(t, res.traces, "late additions are not new traces")
 	assert.Equal(t, stitchMethod(methodRequestID), res.stitchedBy[1])
 	assert.Equal(t, spanID(t, "1111111111111111"), res.newParent[1])
+}
+
+// TestOutcomeRule: which roots are legitimate entry points and which are
+// evidence of lost context, on single units, with the SERVER spans of the
+// unit as what the serving index knows.
+func TestOutcomeRule(t *testing.T) {
+	const (
+		gw   = "istio-ingressgateway.istio-system"
+		gw1  = "router~10.0.0.2~istio-ingressgateway-5d8f.istio-system~istio-system.svc.cluster.local"
+		job  = "nightly-report.jobs"
+		kour = "kourier-knative"
+	)
+	for _, tc := range []struct {
+		name    string
+		spans   []ts
+		entry   []string
+		outcome []outcome
+		blame   []string
+	}{
+		{
+			name: "gateway CLIENT root over a sidecar hop",
+			spans: []ts{
+				{trace: traceA, id: traceA, kind: C, start: 0, end: 50, service: gw, node: gw1, rid: rid},
+				{trace: traceA, id: "1111111111111111", parent: traceA, kind: S, start: 1, end: 49, service: pp, node: pp1, rid: rid},
+				{trace: traceA, id: "2222222222222222", parent: "1111111111111111", kind: C, start: 5, end: 20, service: pp, node: pp1, rid: rid},
+			},
+			outcome: []outcome{outcomeConnected},
+		},
+		{
+			name:    "client pod CLIENT root alone",
+			spans:   []ts{{trace: traceA, id: traceA, kind: C, start: 0, end: 50, service: "sleep.sample", node: "sidecar~10.0.0.3~sleep-1.sample~sample.svc.cluster.local", rid: rid}},
+			outcome: []outcome{outcomeConnected},
+		},
+		{
+			name:    "front proxy SERVER root",
+			spans:   []ts{{trace: traceA, id: traceA, kind: S, start: 0, end: 50, service: kour, node: "3scale-kourier-gateway", rid: rid}},
+			outcome: []outcome{outcomeConnected},
+		},
+		{
+			name: "egress CLIENT root made while its instance served a request",
+			spans: []ts{
+				{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 50, service: pp, node: pp1, rid: rid},
+				{trace: traceB, id: "2222222222222222", kind: C, start: 5, end: 20, service: pp, node: pp1, rid: otherRID2},
+				{trace: traceB, id: "3333333333333333", parent: "2222222222222222", kind: S, start: 6, end: 19, service: rv, node: rv1, rid: otherRID2},
+			},
+			outcome: []outcome{outcomeConnected, outcomeDisconnected},
+			blame:   []string{pp},
+		},
+		{
+			name: "the same call from another replica is no evidence",
+			spans: []ts{
+				{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 50, service: pp, node: pp1, rid: rid},
+				{trace: traceB, id: "2222222222222222", kind: C, start: 5, end: 20, service: pp, node: pp2, rid: otherRID2},
+			},
+			outcome: []outcome{outcomeConnected, outcomeConnected},
+		},
+		{
+			name: "a declared entry point is never evidence",
+			spans: []ts{
+				{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 50, service: job, node: pp1, rid: rid},
+				{trace: traceB, id: "2222222222222222", kind: C, start: 5, end: 20, service: job, node: pp1, rid: otherRID2},
+			},
+			entry:   []string{job},
+			outcome: []outcome{outcomeConnected, outcomeConnected},
+		},
+		{
+			name: "a CONSUMER root is where work enters",
+			spans: []ts{
+				{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 50, service: pp, node: pp1},
+				{trace: traceB, id: "2222222222222222", kind: K, start: 5, end: 20, service: pp, node: pp1},
+			},
+			outcome: []outcome{outcomeConnected, outcomeConnected},
+		},
+		{
+			name: "a parent ID naming no span is evidence, blamed on nobody",
+			spans: []ts{
+				{trace: traceA, id: "1111111111111111", parent: "9999999999999999", kind: S, start: 0, end: 50, service: rv, node: rv1},
+			},
+			outcome: []outcome{outcomeDisconnected},
+		},
+		{
+			name: "two roots in one trace are not one tree",
+			spans: []ts{
+				{trace: traceA, id: "1111111111111111", kind: S, start: 0, end: 50, service: pp, node: pp1},
+				{trace: traceA, id: "2222222222222222", kind: S, start: 60, end: 70, service: rv, node: rv1},
+			},
+			outcome: []outcome{outcomeDisconnected},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := recs(t, tc.spans...)
+			idx := newServingIndex(int64(time.Minute), 1000)
+			idx.add(in, 0)
+			entry := map[serviceID]bool{}
+			for _, svc := range tc.entry {
+				entry[testNames.intern(svc)] = true
+			}
+			res := newStitcher(testNames).run(in, nil, stitchOptions{requestID: true, serving: idx, entryPoints: entry})
+			assert.ElementsMatch(t, tc.outcome, res.traces)
+			assert.ElementsMatch(t, tc.blame, res.blame)
+		})
+	}
+}
+
+// TestServingIndex: containment within one range, across buckets, by
+// instance, with tolerance, and expiry.
+func TestServingIndex(t *testing.T) {
+	const inst = uint64(7)
+	ms := func(n int64) pcommon.Timestamp { return pcommon.Timestamp(base + n*1e6) }
+	x := newServingIndex(int64(10*time.Second), 3)
+	x.add([]spanRec{
+		{kind: S, instance: inst, start: ms(0), end: ms(1000)},    // long: many buckets
+		{kind: S, instance: inst, start: ms(2000), end: ms(2050)}, // short
+		{kind: C, instance: inst, start: ms(3000), end: ms(4000)}, // not a SERVER span
+	}, 0)
+	assert.True(t, x.serving(inst, ms(900), ms(950), 0), "inside the long range, eight buckets later")
+	assert.False(t, x.serving(inst, ms(900), ms(1001), 0), "ends after it")
+	assert.True(t, x.serving(inst, ms(900), ms(1001), uint64(time.Millisecond)), "within tolerance")
+	assert.True(t, x.serving(inst, ms(2010), ms(2040), 0))
+	assert.False(t, x.serving(inst, ms(1990), ms(2040), 0), "starts before it")
+	assert.False(t, x.serving(inst, ms(3100), ms(3200), 0), "CLIENT spans are not serving")
+	assert.False(t, x.serving(inst+1, ms(10), ms(20), 0), "another instance")
+	assert.False(t, x.serving(0, ms(10), ms(20), 0), "no instance")
+
+	x.add([]spanRec{{kind: S, instance: inst, start: ms(5000), end: ms(5100)}}, int64(5*time.Second))
+	assert.True(t, x.serving(inst, ms(10), ms(20), 0), "within the bound of 3 ranges and the retention")
+	x.add([]spanRec{{kind: S, instance: inst, start: ms(6000), end: ms(6100)}}, int64(6*time.Second))
+	assert.False(t, x.serving(inst, ms(10), ms(20), 0), "the oldest bucket left for the bound")
+	x.expire(int64(16 * time.Second))
+	assert.False(t, x.serving(inst, ms(2010), ms(2040), 0), "expired")
+	assert.True(t, x.serving(inst, ms(6010), ms(6020), 0), "made 10s before: kept")
+	x.expire(int64(17 * time.Second))
+	assert.Zero(t, x.entries)
+	assert.Empty(t, x.instances)
 }

@@ -76,7 +76,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorTracestitchBrokenPropagation, err = builder.meter.Int64Counter(
 		"otelcol_processor_tracestitch_broken_propagation",
-		metric.WithDescription("Fragments (stitched or left disconnected) whose trace context was lost, by the service whose outgoing call lost it. [Development]"),
+		metric.WithDescription("Fragments left disconnected because their trace context was lost, by the service whose instance made the call without it (fragments the processor stitched are not counted). [Development]"),
 		metric.WithUnit("{fragments}"),
 	)
 	errs = errors.Join(errs, err)
@@ -88,7 +88,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorTracestitchRequestIDInvalid, err = builder.meter.Int64Counter(
 		"otelcol_processor_tracestitch_request_id_invalid",
-		metric.WithDescription("Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on spans without a parent and on SERVER spans of services that produced a request-ID orphan, the only ones the request-ID rule uses). [Development]"),
+		metric.WithDescription("Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on spans without a parent and on SERVER spans, the only ones the request-ID rule uses). [Development]"),
 		metric.WithUnit("{spans}"),
 	)
 	errs = errors.Join(errs, err)

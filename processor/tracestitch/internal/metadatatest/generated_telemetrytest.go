@@ -40,7 +40,7 @@ func AssertEqualProcessorTracestitchAmbiguous(t *testing.T, tt *componenttest.Te
 func AssertEqualProcessorTracestitchBrokenPropagation(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_tracestitch_broken_propagation",
-		Description: "Fragments (stitched or left disconnected) whose trace context was lost, by the service whose outgoing call lost it. [Development]",
+		Description: "Fragments left disconnected because their trace context was lost, by the service whose instance made the call without it (fragments the processor stitched are not counted). [Development]",
 		Unit:        "{fragments}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -72,7 +72,7 @@ func AssertEqualProcessorTracestitchLateSpans(t *testing.T, tt *componenttest.Te
 func AssertEqualProcessorTracestitchRequestIDInvalid(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_tracestitch_request_id_invalid",
-		Description: "Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on spans without a parent and on SERVER spans of services that produced a request-ID orphan, the only ones the request-ID rule uses). [Development]",
+		Description: "Request-ID attribute values ignored because they were empty, not a string, or longer than 256 bytes (read on spans without a parent and on SERVER spans, the only ones the request-ID rule uses). [Development]",
 		Unit:        "{spans}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
