@@ -187,11 +187,11 @@ type buffer struct {
 
 func newBuffer(cfg *Config) *buffer {
 	b := &buffer{
-		epoch:     time.Now(),
-		names:     newServiceTable(),
+		epoch: time.Now(),
+		names: newServiceTable(),
 		// a fragment root is released within max_wait of its first span,
 		// and late ones follow within late_span_ttl
-		serving: newServingIndex(int64(2*cfg.MaxWait+cfg.LateSpanTTL), cfg.MaxBufferedSpans+cfg.MaxIndexEntries),
+		serving:   newServingIndex(int64(2*cfg.MaxWait+cfg.LateSpanTTL), cfg.MaxBufferedSpans+cfg.MaxIndexEntries),
 		wait:      cfg.WaitDuration,
 		maxWait:   cfg.MaxWait,
 		maxSpans:  cfg.MaxBufferedSpans,

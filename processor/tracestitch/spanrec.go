@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"sync"
-	
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
