@@ -12,16 +12,22 @@ import (
 
 // zipkinSpan is Zipkin's v2 JSON span, as Envoy's Zipkin tracer posts it.
 type zipkinSpan struct {
-	TraceID       string            `json:"traceId"`
-	ID            string            `json:"id"`
-	ParentID      string            `json:"parentId,omitempty"`
-	Kind          string            `json:"kind"`
-	Shared        bool              `json:"shared,omitempty"`
-	Name          string            `json:"name"`
-	Timestamp     int64             `json:"timestamp"`
-	Duration      int64             `json:"duration"`
-	LocalEndpoint zipkinEndpoint    `json:"localEndpoint"`
-	Tags          map[string]string `json:"tags"`
+	TraceID       string             `json:"traceId"`
+	ID            string             `json:"id"`
+	ParentID      string             `json:"parentId,omitempty"`
+	Kind          string             `json:"kind"`
+	Shared        bool               `json:"shared,omitempty"`
+	Name          string             `json:"name"`
+	Timestamp     int64              `json:"timestamp"`
+	Duration      int64              `json:"duration"`
+	LocalEndpoint zipkinEndpoint     `json:"localEndpoint"`
+	Annotations   []zipkinAnnotation `json:"annotations,omitempty"`
+	Tags          map[string]string  `json:"tags"`
+}
+
+type zipkinAnnotation struct {
+	Timestamp int64  `json:"timestamp"`
+	Value     string `json:"value"`
 }
 
 type zipkinEndpoint struct {
@@ -36,14 +42,23 @@ func ZipkinJSON(spans []*Span) ([]byte, error) {
 		if s.Source != SourceEnvoy {
 			continue
 		}
-		out = append(out, zipkinSpan{
+		z := zipkinSpan{
 			TraceID: s.TraceIDHex(), ID: s.IDHex(), ParentID: s.ParentHex(),
 			Kind: s.Kind, Shared: s.Shared, Name: s.Name,
 			Timestamp:     s.Start.UnixMicro(),
 			Duration:      max(s.End.Sub(s.Start).Microseconds(), 1),
 			LocalEndpoint: zipkinEndpoint{ServiceName: s.Service, IPv4: s.IP},
 			Tags:          s.Tags,
-		})
+		}
+		if !s.Annotation.IsZero() {
+			// Envoy's one annotation: client receive or server send
+			value := "ss"
+			if s.Kind == "CLIENT" {
+				value = "cr"
+			}
+			z.Annotations = []zipkinAnnotation{{Timestamp: s.Annotation.UnixMicro(), Value: value}}
+		}
+		out = append(out, z)
 	}
 	return json.Marshal(out)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,20 +46,23 @@ type Options struct {
 	// App128 makes OTel apps under a 64-bit Envoy trace use 128-bit trace IDs
 	// with the same low 64 bits (the 64/128-bit mix).
 	App128 bool
+	// DisconnectRate is the share of calls whose caller disconnects before
+	// the answer (response_flags DC): the SERVER span outlives its CLIENT.
+	DisconnectRate float64
 }
 
-// DefaultOptions are a small, realistic run.
+// DefaultOptions are a small run shaped like Istio: distinct client and
+// server span IDs, 128-bit trace IDs, pods of one cluster (no clock skew).
 func DefaultOptions() Options {
 	return Options{
-		Seed:          1,
-		Requests:      100,
-		Concurrency:   8,
-		Start:         time.Unix(1_764_010_000, 0),
-		Shared:        true,
-		MaxSkew:       50 * time.Millisecond,
-		RetryRate:     0.05,
-		FlushInterval: 200 * time.Millisecond,
-		ReportDelay:   300 * time.Millisecond,
+		Seed:           1,
+		Requests:       100,
+		Concurrency:    8,
+		Start:          time.Unix(1_764_010_000, 0),
+		RetryRate:      0.05,
+		DisconnectRate: 0.01,
+		FlushInterval:  200 * time.Millisecond,
+		ReportDelay:    300 * time.Millisecond,
 	}
 }
 
@@ -90,6 +94,9 @@ type Span struct {
 	Source  Source
 	// Arrival is when the span reaches the collector.
 	Arrival time.Time
+	// Annotation is the time of the span's one annotation (cr or ss),
+	// stamped a little after it ended; zero for app spans.
+	Annotation time.Time
 
 	// ground truth
 	Key        string // unique: span ID and kind
@@ -100,6 +107,10 @@ type Span struct {
 	// Recoverable: a fragment root a correct stitcher can and must reattach
 	// (same request ID, same instance, contained in time, unique).
 	Recoverable bool
+	// Unseen: an unrecoverable fragment root that no SERVER span of its
+	// instance contains (a call outliving its request): the outcome rule
+	// cannot tell it from a request that starts there.
+	Unseen bool
 }
 
 // TraceIDHex is the trace ID as the wire shows it (16 hex for 64-bit IDs).
@@ -137,12 +148,15 @@ type instance struct {
 	node string
 }
 
+// ctxIn is what a request carries into a service.
 type ctxIn struct {
 	traceID [16]byte
 	trace64 bool
-	client  *Span // the caller's egress span; nil for the entry
+	client  *Span // the caller's span; nil for the entry
 	reqID   string
 	request int
+	// url is the request's http.url, userAgent what the caller sent.
+	url, userAgent string
 }
 
 type sim struct {
@@ -153,6 +167,14 @@ type sim struct {
 	spans []*Span
 	used  map[uint64]bool
 }
+
+const (
+	browserUA  = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/96.0.4664.93 Safari/537.36"
+	appUA      = "Go-http-client/1.1"
+	port       = "9080"
+	externalIP = "192.168.49.1"
+	gatewayURL = "http://192.168.49.2:31653"
+)
 
 // Run generates the spans of opts.Requests requests through topo.
 func Run(topo *Topology, opts Options) *Result {
@@ -173,9 +195,13 @@ func Run(topo *Topology, opts Options) *Result {
 				ip:  fmt.Sprintf("10.0.%d.%d", ipN/250, ipN%250+1),
 			}
 			if opts.MaxSkew > 0 {
-				in.skew = time.Duration(s.rng.Int64N(int64(2*opts.MaxSkew))) - opts.MaxSkew
+				in.skew = s.us(-opts.MaxSkew.Microseconds(), opts.MaxSkew.Microseconds())
 			}
-			in.node = fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", in.ip, in.pod, svc.Namespace, svc.Namespace)
+			role := "sidecar"
+			if svc.Edge == EdgeIstioGateway {
+				role = "router"
+			}
+			in.node = fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", role, in.ip, in.pod, svc.Namespace, svc.Namespace)
 			s.inst[svc.Name] = append(s.inst[svc.Name], in)
 		}
 	}
@@ -186,10 +212,9 @@ func Run(topo *Topology, opts Options) *Result {
 	if opts.Rate > 0 {
 		gap = time.Duration(float64(time.Second) / opts.Rate)
 	}
+	gap = gap.Truncate(time.Microsecond) // Zipkin times are whole µs
 	for r := 0; r < opts.Requests; r++ {
-		start := opts.Start.Add(time.Duration(r) * gap)
-		tid, t64 := s.newTraceID()
-		s.serve(topo.service(topo.Entry), ctxIn{traceID: tid, trace64: t64, reqID: s.newRequestID(), request: r}, start)
+		s.enter(r, opts.Start.Add(time.Duration(r)*gap))
 	}
 	s.markRecoverable()
 	s.arrivals()
@@ -206,35 +231,38 @@ func (s *sim) newSpanID() uint64 {
 	}
 }
 
-func (s *sim) newTraceID() ([16]byte, bool) {
+// traceFor is the trace ID an Envoy starting a trace with root span id
+// makes: the span ID itself (64-bit), or a random high half and the span ID
+// as the low half (128-bit, Istio).
+func (s *sim) traceFor(id uint64) ([16]byte, bool) {
 	var t [16]byte
+	binary.BigEndian.PutUint64(t[8:], id)
 	if s.opts.Shared {
-		binary.BigEndian.PutUint64(t[8:], s.newSpanID())
 		return t, true
 	}
-	binary.BigEndian.PutUint64(t[:8], s.rng.Uint64())
-	binary.BigEndian.PutUint64(t[8:], s.rng.Uint64())
+	binary.BigEndian.PutUint64(t[:8], s.rng.Uint64()|1)
 	return t, false
 }
 
-// newRequestID is a UUIDv4 as Envoy makes it.
+// newRequestID is a request ID as Envoy makes it: a UUID whose character
+// 14 is Envoy's trace reason, 9 (sampled).
 func (s *sim) newRequestID() string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], s.rng.Uint64())
 	binary.BigEndian.PutUint64(b[8:], s.rng.Uint64())
-	b[6] = b[6]&0x0f | 0x40
+	b[6] = b[6]&0x0f | 0x90
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // traceReason rewrites character 14 as a sidecar that starts a new trace
-// may do (Envoy keeps its trace decision there).
+// may do (Envoy keeps its trace decision there: sampled, forced, client).
 func (s *sim) traceReason(rid string) string {
 	if len(rid) != 36 {
 		return rid
 	}
-	reasons := "9ab4"
+	reasons := "9ab"
 	return rid[:14] + string(reasons[s.rng.IntN(len(reasons))]) + rid[15:]
 }
 
@@ -243,38 +271,155 @@ func (s *sim) pick(name string) *instance {
 	return list[s.rng.IntN(len(list))]
 }
 
-func (s *sim) ms(n int) time.Duration {
-	return time.Duration(n)*time.Millisecond + time.Duration(s.rng.IntN(500))*time.Microsecond
+// us is a random whole number of microseconds in [lo, hi].
+func (s *sim) us(lo, hi int64) time.Duration {
+	return time.Duration(lo+s.rng.Int64N(hi-lo+1)) * time.Microsecond
 }
 
-// serve simulates one request arriving at svc; returns when its ingress
-// span ends (true time).
-func (s *sim) serve(svc *Service, in ctxIn, start time.Time) time.Time {
+// ms is n ms of work plus up to half a millisecond.
+func (s *sim) ms(n int) time.Duration {
+	return time.Duration(n)*time.Millisecond + s.us(0, 500)
+}
+
+// hop is the time from a CLIENT span's start to its SERVER span's start
+// (129–2890µs in the captures, median ~250µs).
+func (s *sim) hop() time.Duration {
+	if s.rng.IntN(20) == 0 {
+		return s.us(600, 2890)
+	}
+	return s.us(130, 400)
+}
+
+// tail is the time from a SERVER span's end to its CLIENT span's end.
+func (s *sim) tail() time.Duration { return s.us(194, 1500) }
+
+func fqdn(svc *Service) string { return svc.Name + "." + svc.Namespace + ".svc.cluster.local" }
+
+// route is the route decorator Istio names spans after.
+func route(svc *Service, path string) string {
+	if path == "" {
+		return fqdn(svc) + ":" + port + "/*"
+	}
+	return fqdn(svc) + ":" + port + path
+}
+
+// enter sends request r into the mesh through the entry service's edge.
+func (s *sim) enter(r int, start time.Time) {
+	edge := s.topo.service(s.topo.Entry)
+	in := ctxIn{reqID: s.newRequestID(), request: r, userAgent: browserUA}
+	if edge.Edge == EdgeService {
+		in.url = gatewayURL + "/"
+		in.traceID, in.trace64 = s.traceFor(s.newSpanID())
+		s.serve(edge, in, start)
+		return
+	}
+	call := edge.route(r)
+	callee := s.topo.service(call.Service)
+	inst := s.pick(edge.Name)
+	in.url = gatewayURL + call.Path
+	id := s.newSpanID()
+	in.traceID, in.trace64 = s.traceFor(id)
+	if edge.Edge == EdgeOTelIngress {
+		// the OTel tracer's root ID is unrelated to its trace ID
+		id = s.newSpanID()
+	}
+	root := &Span{
+		TraceID: in.traceID, Trace64: in.trace64, ID: id, Request: r,
+		Service: edge.Name + "." + edge.Namespace, Source: SourceEnvoy,
+	}
+	switch edge.Edge {
+	case EdgeIstioGateway, EdgeClientPod:
+		root.Kind, root.Name = "CLIENT", route(callee, call.Path)
+		if edge.Edge == EdgeClientPod {
+			root.Name = callee.Name + ":" + port + "/*"
+			in.url = "http://" + callee.Name + ":" + port + call.Path
+			in.userAgent = "curl/7.79.1"
+		}
+		s.envoyTags(root, inst, in, externalIP, "outbound|"+port+"||"+fqdn(callee), start)
+		if edge.Edge == EdgeClientPod {
+			root.Tags["peer.address"] = inst.ip
+		}
+		s.add(root, inst)
+		in.client = root
+		_, end := s.serve(callee, in, start.Add(s.hop()))
+		s.finish(root, inst, end.Add(s.tail()))
+	case EdgeFrontProxy:
+		root.Kind, root.Name = "SERVER", "tracing.example.com"
+		s.envoyTags(root, inst, in, externalIP, "serving/"+callee.Name, start)
+		root.Tags["node_id"] = "3scale-kourier-gateway"
+		s.add(root, inst)
+		in.client = root
+		_, end := s.serve(callee, in, start.Add(s.hop()))
+		s.finish(root, inst, end.Add(s.tail()))
+	case EdgeOTelIngress:
+		root.Kind, root.Name = "SERVER", "ingress"
+		s.envoyTags(root, inst, in, externalIP, callee.Name, start)
+		root.Tags["node_id"] = ""
+		s.add(root, inst)
+		// the router's upstream span: no request ID, no node_id, the
+		// upstream as peer
+		up := &Span{
+			TraceID: in.traceID, Trace64: in.trace64, ID: s.newSpanID(), ParentID: root.ID, TrueParent: root.Key,
+			Kind: "CLIENT", Request: r, Service: root.Service, Source: SourceEnvoy,
+			Name: "router " + callee.Name + " egress",
+		}
+		upStart := start.Add(s.us(50, 200))
+		s.envoyTags(up, inst, in, s.inst[callee.Name][0].ip, callee.Name, upStart)
+		for _, k := range []string{"guid:x-request-id", "node_id", "http.url", "http.method", "user_agent"} {
+			delete(up.Tags, k)
+		}
+		up.Tags["upstream_address"] = s.inst[callee.Name][0].ip + ":" + port
+		s.add(up, inst)
+		in.client = up
+		_, end := s.serve(callee, in, upStart.Add(s.hop()))
+		s.finish(up, inst, end.Add(s.tail()))
+		s.finish(root, inst, end.Add(s.tail()).Add(s.us(20, 200)))
+	}
+}
+
+// finish sets a span's end (true time) and its annotation.
+func (s *sim) finish(sp *Span, inst *instance, end time.Time) {
+	sp.End = end.Add(inst.skew)
+	if sp.Source == SourceEnvoy {
+		sp.Annotation = sp.End.Add(s.us(25, 178))
+	}
+}
+
+// serve simulates one request arriving at svc; returns its ingress span
+// and when that ends (true time).
+func (s *sim) serve(svc *Service, in ctxIn, start time.Time) (*Span, time.Time) {
 	inst := s.pick(svc.Name)
 	srv := &Span{
 		TraceID: in.traceID, Trace64: in.trace64, Kind: "SERVER", Request: in.request,
 		Service: svc.Name + "." + svc.Namespace, Source: SourceEnvoy,
-		Name: fmt.Sprintf("%s.%s.svc.cluster.local:9080/*", svc.Name, svc.Namespace),
+		Name: route(svc, ""),
 	}
+	peer := externalIP
 	switch {
 	case in.client == nil:
-		srv.ID = s.newSpanID()
-		if in.trace64 {
-			// Envoy's root span ID equals the 64-bit trace ID.
-			s.used[srv.ID] = false
-			srv.ID = binary.BigEndian.Uint64(in.traceID[8:])
-		}
-	case s.opts.Shared:
+		// Envoy's root span ID is the trace ID's low 64 bits.
+		srv.ID = binary.BigEndian.Uint64(in.traceID[8:])
+		s.used[srv.ID] = true
+	case s.opts.Shared && in.client.Kind == "CLIENT":
 		srv.ID, srv.ParentID, srv.Shared = in.client.ID, in.client.ParentID, true
 		srv.TrueParent = in.client.Key
+		peer = in.client.IP
 	default:
 		srv.ID, srv.ParentID = s.newSpanID(), in.client.ID
 		srv.TrueParent = in.client.Key
+		peer = in.client.IP
 	}
-	s.envoyTags(srv, inst, in.reqID, "inbound|9080||", start)
+	if in.client != nil {
+		// a CLIENT span and its SERVER child have the same name
+		srv.Name = in.client.Name
+		if in.client.Kind != "CLIENT" || strings.HasPrefix(in.client.Name, "router ") {
+			srv.Name = route(svc, "")
+		}
+	}
+	s.envoyTags(srv, inst, in, peer, "inbound|"+port+"||", start)
 	s.add(srv, inst)
 
-	t := start.Add(s.ms(0))
+	t := start.Add(s.us(20, 300))
 	// The app's own spans, if it reports any: a SERVER span under the
 	// ingress, and a CLIENT span per outgoing call.
 	app := s.appServer(svc, inst, srv, in, t)
@@ -293,7 +438,7 @@ func (s *sim) serve(svc *Service, in ctxIn, start time.Time) time.Time {
 		}
 		async := c.Async || (s.opts.AsyncRate > 0 && s.rng.Float64() < s.opts.AsyncRate)
 		if async {
-			// fired late, and keeps going after the response was sent
+			// fired early, and keeps going after the response was sent
 			callStart = start.Add(s.ms(1))
 		}
 		cEnd := s.call(svc, inst, in, parentOf(), c, callStart, async)
@@ -301,13 +446,13 @@ func (s *sim) serve(svc *Service, in ctxIn, start time.Time) time.Time {
 			last = cEnd
 		}
 	}
-	end = last.Add(s.ms(1))
+	end = last.Add(s.us(100, 1000))
 	if app != nil {
 		app.End = end.Add(inst.skew)
-		end = end.Add(s.ms(0))
+		end = end.Add(s.us(20, 300))
 	}
-	srv.End = end.Add(inst.skew)
-	return end
+	s.finish(srv, inst, end)
+	return srv, end
 }
 
 func (s *sim) appServer(svc *Service, inst *instance, srv *Span, in ctxIn, t time.Time) *Span {
@@ -367,55 +512,89 @@ func (s *sim) attempt(svc *Service, inst *instance, in ctxIn, parent *Span, c Ca
 	eg := &Span{
 		Kind: "CLIENT", Request: in.request, ID: s.newSpanID(), TrueParent: parent.Key,
 		Service: svc.Name + "." + svc.Namespace, Source: SourceEnvoy,
-		Name: fmt.Sprintf("%s.%s.svc.cluster.local:9080/*", callee.Name, callee.Namespace),
+		Name: route(callee, c.Path),
 	}
-	reqID := in.reqID
+	out := ctxIn{reqID: in.reqID, request: in.request, userAgent: in.userAgent,
+		url: "http://" + callee.Name + ":" + port + "/" + callee.Name + "/" + fmt.Sprint(in.request%7)}
 	switch svc.Propagation {
 	case PropagationFull:
 		eg.TraceID, eg.Trace64, eg.ParentID = traceID, trace64, parent.ID
 	case PropagationRequestIDOnly:
-		eg.TraceID, eg.Trace64 = s.newTraceID()
+		// the egress sidecar starts a new trace, rooted at its span
+		eg.TraceID, eg.Trace64 = s.traceFor(eg.ID)
 		eg.Fragment = true
-		reqID = s.traceReason(reqID)
+		out.reqID = s.traceReason(in.reqID)
 	case PropagationNone:
-		eg.TraceID, eg.Trace64 = s.newTraceID()
+		eg.TraceID, eg.Trace64 = s.traceFor(eg.ID)
 		eg.Fragment = true
-		reqID = s.newRequestID()
+		out.reqID = s.newRequestID()
+		out.userAgent = appUA
 	}
-	t := start.Add(s.ms(0))
-	s.envoyTags(eg, inst, reqID, fmt.Sprintf("outbound|9080||%s.%s.svc.cluster.local", callee.Name, callee.Namespace), t)
+	out.traceID, out.trace64, out.client = eg.TraceID, eg.Trace64, eg
+	t := start.Add(s.us(20, 300))
+	s.envoyTags(eg, inst, out, inst.ip, "outbound|"+port+"||"+fqdn(callee), t)
 	s.add(eg, inst)
-	calleeEnd := s.serve(callee, ctxIn{traceID: eg.TraceID, trace64: eg.Trace64, client: eg, reqID: reqID, request: in.request}, t.Add(s.ms(0)))
-	end := calleeEnd.Add(s.ms(0))
+	srv, calleeEnd := s.serve(callee, out, t.Add(s.hop()))
+	end := calleeEnd.Add(s.tail())
 	if failed {
 		eg.Tags["response_flags"] = "UT"
 		eg.Tags["http.status_code"] = "504"
 	}
 	if async {
 		end = end.Add(s.ms(40)) // outlives the request that fired it
+	} else if s.opts.DisconnectRate > 0 && s.rng.Float64() < s.opts.DisconnectRate {
+		// the caller gave up: its span ends before the callee's
+		end = calleeEnd.Add(-s.us(300, 900))
+		s.disconnected(eg)
+		s.disconnected(srv)
 	}
-	eg.End = end.Add(inst.skew)
+	s.finish(eg, inst, end)
 	if appClient != nil {
-		end = end.Add(s.ms(0))
+		end = end.Add(s.us(20, 300))
 		appClient.End = end.Add(inst.skew)
 	}
 	return end
 }
 
-func (s *sim) envoyTags(sp *Span, inst *instance, reqID, cluster string, start time.Time) {
+// disconnected marks a span of a call the downstream gave up on.
+func (s *sim) disconnected(sp *Span) {
+	if sp.Source != SourceEnvoy {
+		return
+	}
+	sp.Tags["response_flags"] = "DC"
+	sp.Tags["http.status_code"] = "0"
+	sp.Tags["response_size"] = "0"
+	sp.Tags["error"] = "true"
+}
+
+// envoyTags sets the start and the Istio tag set of an Envoy span; peer is
+// the downstream address the Envoy saw.
+func (s *sim) envoyTags(sp *Span, inst *instance, in ctxIn, peer, cluster string, start time.Time) {
 	sp.Start = start.Add(inst.skew)
+	rev := "latest"
+	if inst.svc.Edge == EdgeService {
+		rev = "v1"
+	}
 	sp.Tags = map[string]string{
-		"component":         "proxy",
-		"guid:x-request-id": reqID,
-		"node_id":           inst.node,
-		"upstream_cluster":  cluster,
-		"http.url":          "http://" + strings.SplitN(sp.Name, ":", 2)[0] + "/",
-		"http.method":       "GET",
-		"http.protocol":     "HTTP/1.1",
-		"http.status_code":  "200",
-		"response_flags":    "-",
-		"request_size":      "0",
-		"response_size":     "512",
+		"component":                "proxy",
+		"node_id":                  inst.node,
+		"guid:x-request-id":        in.reqID,
+		"http.method":              "GET",
+		"http.url":                 in.url,
+		"http.protocol":            "HTTP/1.1",
+		"http.status_code":         "200",
+		"request_size":             "0",
+		"response_size":            fmt.Sprint(48 + s.rng.IntN(5000)),
+		"response_flags":           "-",
+		"downstream_cluster":       "-",
+		"upstream_cluster":         cluster,
+		"upstream_cluster.name":    cluster,
+		"peer.address":             peer,
+		"user_agent":               in.userAgent,
+		"istio.canonical_service":  inst.svc.Name,
+		"istio.canonical_revision": rev,
+		"istio.mesh_id":            "cluster.local",
+		"istio.namespace":          inst.svc.Namespace,
 	}
 }
 
@@ -436,13 +615,18 @@ func (s *sim) markRecoverable() {
 	type key struct{ node, rid string }
 	ingress := map[key][]*Span{}
 	byKey := map[string]*Span{}
+	servers := map[string][]*Span{}
 	for _, sp := range s.spans {
 		byKey[sp.Key] = sp
+		if sp.Kind == "SERVER" {
+			servers[sp.instance()] = append(servers[sp.instance()], sp)
+		}
 		if sp.Kind == "SERVER" && sp.Source == SourceEnvoy {
 			k := key{sp.Tags["node_id"], maskRequestID(sp.Tags["guid:x-request-id"])}
 			ingress[k] = append(ingress[k], sp)
 		}
 	}
+	contained := func(sp, c *Span) bool { return !c.Start.After(sp.Start) && !c.End.Before(sp.End) }
 	for _, sp := range s.spans {
 		if !sp.Fragment {
 			continue
@@ -456,12 +640,15 @@ func (s *sim) markRecoverable() {
 		n := 0
 		var only *Span
 		for _, c := range ingress[k] {
-			if !c.Start.After(sp.Start) && !c.End.Before(sp.End) {
+			if contained(sp, c) {
 				n++
 				only = c
 			}
 		}
 		sp.Recoverable = n == 1 && only == parent
+		if !sp.Recoverable {
+			sp.Unseen = !slices.ContainsFunc(servers[sp.instance()], func(c *Span) bool { return contained(sp, c) })
+		}
 	}
 }
 

@@ -22,7 +22,7 @@ func run(t *testing.T, mutate func(*Options, *Topology)) *Result {
 }
 
 func TestGroundTruthIsConsistent(t *testing.T) {
-	res := run(t, func(o *Options, _ *Topology) { o.App128 = true; o.RetryRate = 0.2 })
+	res := run(t, func(o *Options, _ *Topology) { o.Shared = true; o.App128 = true; o.RetryRate = 0.2 })
 	byKey := map[string]*Span{}
 	for _, s := range res.Spans {
 		require.NotContains(t, byKey, s.Key, "span keys are unique")
@@ -36,7 +36,9 @@ func TestGroundTruthIsConsistent(t *testing.T) {
 		assert.False(t, s.End.Before(s.Start), s.Key)
 		if s.TrueParent == "" {
 			roots++
-			assert.Equal(t, "SERVER", s.Kind)
+			assert.Equal(t, "CLIENT", s.Kind, "the gateway's span is the root")
+			assert.Equal(t, "istio-ingressgateway.istio-system", s.Service)
+			assert.Equal(t, s.TraceIDHex(), s.IDHex(), "a 64-bit root's span ID is its trace ID")
 			continue
 		}
 		p := byKey[s.TrueParent]
@@ -63,7 +65,7 @@ func TestGroundTruthIsConsistent(t *testing.T) {
 	// those, since their trace IDs differ.
 	in := make([]OutSpan, 0, len(res.Spans))
 	for _, s := range res.Spans {
-		in = append(in, OutSpan{TraceID: s.Trace32(), SpanID: s.IDHex(), ParentID: s.ParentHex(), Kind: s.Kind})
+		in = append(in, s.Out())
 	}
 	r := Evaluate(res.Spans, in)
 	assert.Zero(t, r.WrongEdges)

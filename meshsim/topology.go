@@ -26,6 +26,29 @@ const (
 	PropagationNone Propagation = "none"
 )
 
+// Edge is how requests enter the mesh: what the entry service reports.
+type Edge string
+
+const (
+	// EdgeIstioGateway is the Istio ingress gateway: one CLIENT span per
+	// request (node_id router~…), no SERVER span, one upstream call.
+	EdgeIstioGateway Edge = "istio-gateway"
+	// EdgeClientPod is a client pod (a job, curl in a sleep pod): its
+	// sidecar's CLIENT span starts the trace.
+	EdgeClientPod Edge = "client-pod"
+	// EdgeFrontProxy is a Kourier gateway or a plain Envoy front proxy: one
+	// SERVER root span per request, no CLIENT span; the upstream's SERVER
+	// span is its child.
+	EdgeFrontProxy Edge = "front-proxy"
+	// EdgeOTelIngress is Envoy's OpenTelemetry tracer with upstream spans:
+	// an "ingress" SERVER root, then a "router <cluster> egress" CLIENT
+	// span (no request ID, no node_id), then the upstream's SERVER span.
+	EdgeOTelIngress Edge = "otel-ingress"
+	// EdgeService: the entry is an ordinary meshed service, whose ingress
+	// SERVER span is the root.
+	EdgeService Edge = "service"
+)
+
 // Topology is the mesh: services, their replicas and calls.
 type Topology struct {
 	// Entry is the service that receives the external requests.
@@ -35,7 +58,10 @@ type Topology struct {
 
 // Service is one workload with an ingress and an egress sidecar per replica.
 type Service struct {
-	Name        string      `yaml:"name"`
+	Name string `yaml:"name"`
+	// Edge is set on the entry service only (default service); an edge
+	// other than service sends each request to one of its calls, in turn.
+	Edge        Edge        `yaml:"edge"`
 	Namespace   string      `yaml:"namespace"`
 	Replicas    int         `yaml:"replicas"`
 	Propagation Propagation `yaml:"propagation"`
@@ -55,24 +81,33 @@ type Call struct {
 	Parallel bool   `yaml:"parallel"`
 	// Async: the call is fired near the end of the request and outlives it.
 	Async bool `yaml:"async"`
+	// Path is the request path (the gateway route's for an edge's calls).
+	Path string `yaml:"path"`
+	// Weight is an edge call's share of the requests (default 1).
+	Weight int `yaml:"weight"`
 }
 
-// DefaultTopologyYAML is bookinfo plus a deeper chain and a fan-out service.
+// DefaultTopologyYAML is a mesh behind an Istio ingress gateway: bookinfo
+// plus a deeper shop chain with a fan-out. Most apps propagate the trace
+// headers; reviews forwards only x-request-id and ledger forwards nothing,
+// the two ways real apps break traces.
 const DefaultTopologyYAML = `
-entry: gateway
+entry: istio-ingressgateway
 services:
-  - name: gateway
+  - name: istio-ingressgateway
     namespace: istio-system
+    edge: istio-gateway
     replicas: 1
-    propagation: full
-    work_ms: 1
     calls:
       - service: productpage
+        path: /productpage
+        weight: 3
       - service: orders
+        path: /api/orders
   - name: productpage
     namespace: default
     replicas: 2
-    propagation: request_id_only
+    propagation: full
     work_ms: 5
     calls:
       - service: details
@@ -86,7 +121,6 @@ services:
     namespace: default
     replicas: 3
     propagation: request_id_only
-    otel_app: false
     work_ms: 4
     calls:
       - service: ratings
@@ -107,7 +141,7 @@ services:
   - name: payments
     namespace: shop
     replicas: 1
-    propagation: request_id_only
+    propagation: full
     work_ms: 2
     calls:
       - service: ledger
@@ -126,13 +160,12 @@ services:
     calls:
       - service: inventory
       - service: inventory
-        parallel: true
       - service: pricing
         parallel: true
   - name: inventory
     namespace: shop
     replicas: 1
-    propagation: request_id_only
+    propagation: full
     work_ms: 2
     calls:
       - service: stock
@@ -190,6 +223,20 @@ func (t *Topology) Validate() error {
 		if s.Namespace == "" {
 			s.Namespace = "default"
 		}
+		switch s.Edge {
+		case "":
+			s.Edge = EdgeService
+		case EdgeService:
+		case EdgeIstioGateway, EdgeClientPod, EdgeFrontProxy, EdgeOTelIngress:
+			if s.Name != t.Entry {
+				return fmt.Errorf("topology: service %q: only the entry service can be an edge (%s)", s.Name, s.Edge)
+			}
+			if len(s.Calls) == 0 {
+				return fmt.Errorf("topology: edge %q calls no service", s.Name)
+			}
+		default:
+			return fmt.Errorf("topology: service %q: unknown edge %q", s.Name, s.Edge)
+		}
 		switch s.Propagation {
 		case "":
 			s.Propagation = PropagationFull
@@ -197,7 +244,14 @@ func (t *Topology) Validate() error {
 		default:
 			return fmt.Errorf("topology: service %q: unknown propagation %q", s.Name, s.Propagation)
 		}
-		for _, c := range s.Calls {
+		for i := range s.Calls {
+			c := &s.Calls[i]
+			if c.Weight < 0 {
+				return fmt.Errorf("topology: service %q: negative weight of call to %q", s.Name, c.Service)
+			}
+			if c.Weight == 0 {
+				c.Weight = 1
+			}
 			if t.service(c.Service) == nil {
 				return fmt.Errorf("topology: service %q calls undefined service %q", s.Name, c.Service)
 			}
@@ -226,6 +280,29 @@ func (t *Topology) checkAcyclic() error {
 		return nil
 	}
 	return visit(t.Entry)
+}
+
+// route is the call an edge sends request r to: its calls in turn, each
+// as many times as its weight.
+func (s *Service) route(r int) Call {
+	total := 0
+	for _, c := range s.Calls {
+		total += max(c.Weight, 1)
+	}
+	r %= total
+	for _, c := range s.Calls {
+		if r < max(c.Weight, 1) {
+			return c
+		}
+		r -= max(c.Weight, 1)
+	}
+	return s.Calls[len(s.Calls)-1]
+}
+
+// SetEdge makes the entry service the given edge (used by scenario
+// matrices).
+func (t *Topology) SetEdge(e Edge) {
+	t.service(t.Entry).Edge = e
 }
 
 // SetPropagation overrides the propagation of every service but the entry
