@@ -127,3 +127,45 @@ func TestRateSpacesRequests(t *testing.T) {
 	// one clock; sub-millisecond jitter)
 	assert.InDelta(t, 400, slices.Max(starts)-slices.Min(starts), 2)
 }
+
+// TestDisconnectLetsServerOutliveClient: on a downstream disconnect both
+// spans of the hop say so, and the SERVER span ends after its CLIENT.
+func TestDisconnectLetsServerOutliveClient(t *testing.T) {
+	res := run(t, func(o *Options, _ *Topology) { o.DisconnectRate = 1; o.Requests = 5 })
+	byKey := map[string]*Span{}
+	for _, s := range res.Spans {
+		byKey[s.Key] = s
+	}
+	pairs := 0
+	for _, s := range res.Spans {
+		p := byKey[s.TrueParent]
+		if s.Kind != "SERVER" || p == nil || p.Kind != "CLIENT" || p.Tags["response_flags"] != "DC" {
+			continue
+		}
+		pairs++
+		assert.True(t, s.End.After(p.End), "%s outlives its client", s.Key)
+		for _, sp := range []*Span{s, p} {
+			assert.Equal(t, "0", sp.Tags["http.status_code"])
+			assert.Equal(t, "0", sp.Tags["response_size"])
+			assert.Equal(t, "true", sp.Tags["error"])
+		}
+	}
+	assert.Positive(t, pairs)
+}
+
+// TestReportOrderIsNotCausal: reporters flush on their own schedule, so
+// children often reach the collector before their parents.
+func TestReportOrderIsNotCausal(t *testing.T) {
+	res := run(t, nil)
+	pos := map[string]int{}
+	for i, s := range res.Spans {
+		pos[s.Key] = i
+	}
+	before := 0
+	for _, s := range res.Spans {
+		if p, ok := pos[s.TrueParent]; ok && pos[s.Key] < p {
+			before++
+		}
+	}
+	assert.Greater(t, before, len(res.Spans)/4, "children arriving before their parents")
+}

@@ -161,7 +161,6 @@ services:
       - service: inventory
       - service: inventory
       - service: pricing
-        parallel: true
   - name: inventory
     namespace: shop
     replicas: 1
