@@ -58,7 +58,6 @@ func TestEndToEnd(t *testing.T) {
 	opts := meshsim.DefaultOptions()
 	opts.Start = time.Now()
 	opts.Requests = 60
-	opts.Shared = false // Istio: distinct span IDs, 128-bit trace IDs (Jaeger rewrites shared IDs on read)
 	res := meshsim.Run(topo, opts)
 
 	sender := &meshsim.Sender{ZipkinURL: st.ZipkinURL, OTLPURL: st.OTLPURL}

@@ -54,9 +54,9 @@ func run() error {
 		return err
 	}
 	opts := meshsim.DefaultOptions()
-	opts.Start, opts.Requests, opts.Shared = time.Now(), *requests, false
+	opts.Start, opts.Requests = time.Now(), *requests
 	res := meshsim.Run(topo, opts)
-	fmt.Printf("sending %d spans of %d requests (bookinfo + chain + fan-out, some apps drop the trace headers)...\n", len(res.Spans), opts.Requests)
+	fmt.Printf("sending %d spans of %d requests through an Istio ingress gateway (bookinfo + a shop chain; reviews forwards only x-request-id, ledger forwards nothing)...\n", len(res.Spans), opts.Requests)
 	sender := &meshsim.Sender{ZipkinURL: st.ZipkinURL, OTLPURL: st.OTLPURL}
 	if _, err := sender.Replay(ctx, res.Spans, opts.FlushInterval); err != nil {
 		return err
@@ -101,7 +101,7 @@ func run() error {
 		}
 		break
 	}
-	fmt.Printf("\nmore: %s/api/traces?service=gateway.istio-system&limit=20 (spans carry tracestitch.stitched_by and tracestitch.original_trace_id)\n", st.JaegerUI)
+	fmt.Printf("\nmore: %s/api/traces?service=istio-ingressgateway.istio-system&limit=20 (spans carry tracestitch.stitched_by and tracestitch.original_trace_id)\n", st.JaegerUI)
 	fmt.Printf("\nthe stack stays up for %v (Ctrl-C stops it sooner)\n", *hold)
 	select {
 	case <-ctx.Done():

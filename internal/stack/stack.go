@@ -225,16 +225,36 @@ type jaegerResponse struct {
 				TraceID string `json:"traceID"`
 				SpanID  string `json:"spanID"`
 			} `json:"references"`
-			ProcessID string `json:"processID"`
-			Tags      []struct {
-				Key   string `json:"key"`
-				Value any    `json:"value"`
-			} `json:"tags"`
+			ProcessID string     `json:"processID"`
+			StartTime int64      `json:"startTime"` // µs
+			Duration  int64      `json:"duration"`  // µs
+			Tags      []jaegerKV `json:"tags"`
 		} `json:"spans"`
 		Processes map[string]struct {
-			ServiceName string `json:"serviceName"`
+			ServiceName string     `json:"serviceName"`
+			Tags        []jaegerKV `json:"tags"`
 		} `json:"processes"`
 	} `json:"data"`
+}
+
+type jaegerKV struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
+// instanceOf reads a span's instance as the processor's default
+// instance_identity does: each key on the span, then on its process.
+func instanceOf(span, process []jaegerKV, service string) string {
+	for _, k := range []string{"node_id", "k8s.pod.name", "service.instance.id", "host.name"} {
+		for _, tags := range [][]jaegerKV{span, process} {
+			for _, kv := range tags {
+				if v, ok := kv.Value.(string); ok && kv.Key == k && v != "" {
+					return v
+				}
+			}
+		}
+	}
+	return service
 }
 
 // Trace fetches one trace from Jaeger's query API as flat spans.
@@ -253,7 +273,12 @@ func (s *Stack) Trace(ctx context.Context, traceID string) ([]meshsim.OutSpan, e
 	var out []meshsim.OutSpan
 	for _, t := range r.Data {
 		for _, sp := range t.Spans {
-			o := meshsim.OutSpan{TraceID: pad32(sp.TraceID), SpanID: sp.SpanID, Service: t.Processes[sp.ProcessID].ServiceName}
+			proc := t.Processes[sp.ProcessID]
+			o := meshsim.OutSpan{
+				TraceID: pad32(sp.TraceID), SpanID: sp.SpanID, Service: proc.ServiceName,
+				Instance: instanceOf(sp.Tags, proc.Tags, proc.ServiceName),
+				Start:    sp.StartTime * 1000, End: (sp.StartTime + sp.Duration) * 1000,
+			}
 			for _, ref := range sp.References {
 				if ref.RefType == "CHILD_OF" {
 					o.ParentID = ref.SpanID
