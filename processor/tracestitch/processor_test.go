@@ -558,3 +558,24 @@ func TestReleaseBatchesHoldWholeTraces(t *testing.T) {
 		})
 	}
 }
+
+// TestOutcomesExistFromStart: each outcome is reported at 0 once the
+// processor starts, so that a share computed from them has data before the
+// first trace of each kind.
+func TestOutcomesExistFromStart(t *testing.T) {
+	h := newHarness(t, nil)
+	_, err := h.tel.GetMetric("otelcol_processor_tracestitch_traces")
+	require.Error(t, err, "nothing is reported before Start")
+	require.NoError(t, h.p.Start(context.Background(), componenttest.NewNopHost()))
+	m, err := h.tel.GetMetric("otelcol_processor_tracestitch_traces")
+	require.NoError(t, err)
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	require.True(t, ok)
+	got := map[string]int64{}
+	for _, dp := range sum.DataPoints {
+		v, _ := dp.Attributes.Value("outcome")
+		got[v.AsString()] = dp.Value
+	}
+	assert.Equal(t, map[string]int64{"connected": 0, "stitched": 0, "disconnected": 0}, got)
+	h.shutdown()
+}
