@@ -457,6 +457,8 @@ func (b *buffer) reserve(n int) bool {
 // indexKeys indexes the keys of a split batch whose groups are known,
 // shard by shard, and notes which spans are orphans (sp.orphan).
 func (b *buffer) indexKeys(sp *batchSplit) {
+	var lastKey reqKey
+	lastFrag := int32(-1)
 	for i := range sp.recs {
 		rec := &sp.recs[i]
 		if id := rec.spanID; !id.IsEmpty() {
@@ -465,8 +467,11 @@ func (b *buffer) indexKeys(sp *batchSplit) {
 		if p := rec.parentID; !p.IsEmpty() && p != rec.spanID {
 			sp.addOp(b.keyShardOf(spanKey(p)), int32(i), opParent)
 		}
-		if !rec.reqKey.empty() {
-			sp.addOp(b.keyShardOf(reqFold(rec.reqKey)), int32(i), opRequestID)
+		// the spans of a request mostly share its request ID: one op per
+		// run of a key in a fragment
+		if key := rec.reqKey; !key.empty() && (key != lastKey || sp.frag[i] != lastFrag) {
+			sp.addOp(b.keyShardOf(reqFold(key)), int32(i), opRequestID)
+			lastKey, lastFrag = key, sp.frag[i]
 		}
 	}
 	for s := range keyShards {
@@ -626,7 +631,9 @@ func (b *buffer) indexParent(ks *keyShard, g *group, p pcommon.SpanID) bool {
 // indexRequestID indexes a request ID of g.
 func (b *buffer) indexRequestID(ks *keyShard, g *group, key reqKey) {
 	k := reqFold(key)
-	b.link(g, ks.byReqKey.add(k, g), linkKey{id: [8]byte(binary.LittleEndian.AppendUint64(nil, k)), req: true})
+	l := linkKey{req: true}
+	binary.LittleEndian.PutUint64(l.id[:], k)
+	b.link(g, ks.byReqKey.add(k, g), l)
 }
 
 // reqFold is a request ID's key in the buffer's index: its 64-bit fold (a
@@ -1004,6 +1011,7 @@ func (b *buffer) detach(r *group, rel *release) {
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
 	alone := b.alone(r)
+	var lastKey reqKey // a whole key goes at once: once per run of it
 	for _, m := range u.groups {
 		for i := range m.recs {
 			h := &m.recs[i]
@@ -1014,9 +1022,10 @@ func (b *buffer) detach(r *group, rel *release) {
 					ks.byParent.delete(k)
 				}
 			}
-			if key := m.reqKeyOf(h); !key.empty() {
+			if key := m.reqKeyOf(h); !key.empty() && key != lastKey {
 				k := reqFold(key)
 				b.keyShard(k).byReqKey.delete(k)
+				lastKey = key
 			}
 			if h.has(orphanAtIngest) {
 				k := spanKey(h.parentID)

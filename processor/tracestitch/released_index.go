@@ -32,7 +32,10 @@ type releasedIndex struct {
 	byTrace map[pcommon.TraceID]indexedTrace
 	// byKey holds, per request ID (64-bit fold), 1 + the position of the
 	// newest ingress span with it in servers; each links to the previous.
-	byKey map[uint64]uint64
+	// Like bySpan it is built lazily: servers up to indexedServers (an
+	// absolute position) are in it.
+	byKey          map[uint64]uint64
+	indexedServers uint64
 
 	batches queue[releasedBatch]
 	spans   queue[loggedSpan]
@@ -140,15 +143,13 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		x.spans.push(loggedSpan{id: r.spanID, final: fi, service: r.service, server: r.kind == ptrace.SpanKindServer})
 		b.spans++
 		if r.ingressCandidate() {
-			h := r.reqKey.hash64()
 			x.servers.push(indexedServer{
 				releasedServer: releasedServer{
 					traceID: traceIDs[i], spanID: r.spanID, instance: r.instance,
 					start: r.start, end: r.end, service: r.service,
 				},
-				key: r.reqKey, prev: x.byKey[h],
+				key: r.reqKey,
 			})
-			x.byKey[h] = x.servers.pushed
 			b.keys++
 		}
 	}
@@ -191,10 +192,11 @@ func (x *releasedIndex) dropOldest() {
 		pos := x.servers.popped + 1
 		srv := x.servers.pop()
 		// the newest with its fold leaving means all with it left
-		if h := srv.key.hash64(); x.byKey[h] == pos {
+		if h := srv.key.hash64(); pos <= x.indexedServers && x.byKey[h] == pos {
 			delete(x.byKey, h)
 		}
 	}
+	x.indexedServers = max(x.indexedServers, x.servers.popped)
 	for range b.finals {
 		x.finals.pop()
 	}
@@ -276,6 +278,27 @@ func (x *releasedIndex) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {
 // ingress appends the released ingress spans with request ID key to out,
 // newest first.
 func (x *releasedIndex) ingress(key reqKey, out []releasedServer) []releasedServer {
+	// Index the servers logged since the last lookup, oldest first. The
+	// spans of a request come one after the other: a run of one key reads
+	// and writes the map once.
+	var runKey, runPos uint64
+	for ; x.indexedServers < x.servers.pushed; x.indexedServers++ {
+		srv := x.servers.ptr(int(x.indexedServers - x.servers.popped))
+		h := srv.key.hash64()
+		switch {
+		case runPos != 0 && h == runKey:
+			srv.prev = runPos
+		default:
+			if runPos != 0 {
+				x.byKey[runKey] = runPos
+			}
+			srv.prev, runKey = x.byKey[h], h
+		}
+		runPos = x.indexedServers + 1
+	}
+	if runPos != 0 {
+		x.byKey[runKey] = runPos
+	}
 	for pos := x.byKey[key.hash64()]; pos > x.servers.popped; {
 		srv := x.servers.at(int(pos - 1 - x.servers.popped))
 		if srv.key == key {
@@ -335,9 +358,12 @@ func (q *queue[T]) pop() T {
 }
 
 // at is the i-th oldest item.
-func (q *queue[T]) at(i int) T {
+func (q *queue[T]) at(i int) T { return *q.ptr(i) }
+
+// ptr points at the i-th oldest item.
+func (q *queue[T]) ptr(i int) *T {
 	j := q.head + i
-	return q.chunks[j/queueChunk][j%queueChunk]
+	return &q.chunks[j/queueChunk][j%queueChunk]
 }
 
 // fromEnd is the i-th newest item (0 is the newest).

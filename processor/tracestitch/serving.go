@@ -1,6 +1,7 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"math"
 	"sync"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -59,41 +60,47 @@ func newServingIndex(retention int64, maxEntries int) *servingIndex {
 // add records the SERVER spans of recs that name their instance; now is
 // the buffer's clock.
 func (x *servingIndex) add(recs []spanRec, now int64) {
-	locked := false
+	var last servingBucketRef // a batch's spans mostly come by instance and time
+	var in *instanceServing
+	var b *servingBucket
 	for i := range recs {
 		r := &recs[i]
 		if r.kind != ptrace.SpanKindServer || r.instance == 0 || r.end < r.start {
 			continue
 		}
-		if !locked {
+		if b == nil {
 			x.mu.Lock()
-			locked = true
 		}
-		x.addRange(r.instance, int64(r.start), int64(r.end), now)
+		start, end := int64(r.start), int64(r.end)
+		if k := start / servingBucketWidth; b == nil || r.instance != last.instance || k != last.bucket {
+			last = servingBucketRef{instance: r.instance, bucket: k}
+			in, b = x.bucket(r.instance, k, now)
+		}
+		b.ranges = append(b.ranges, servingRange{start: start, end: end})
+		b.maxEnd = max(b.maxEnd, end)
+		in.longest = max(in.longest, end-start)
+		x.entries++
 	}
-	if locked {
+	if b != nil {
 		x.trim(now)
 		x.mu.Unlock()
 	}
 }
 
-func (x *servingIndex) addRange(instance uint64, start, end, now int64) {
+// bucket returns instance's entry and its bucket k, making them.
+func (x *servingIndex) bucket(instance uint64, k, now int64) (*instanceServing, *servingBucket) {
 	in, ok := x.instances[instance]
 	if !ok {
 		in = &instanceServing{buckets: make(map[int64]*servingBucket)}
 		x.instances[instance] = in
 	}
-	k := start / servingBucketWidth
 	b, ok := in.buckets[k]
 	if !ok {
-		b = &servingBucket{maxEnd: end}
+		b = &servingBucket{maxEnd: math.MinInt64}
 		in.buckets[k] = b
 		x.order.push(servingBucketRef{instance: instance, bucket: k, created: now})
 	}
-	b.ranges = append(b.ranges, servingRange{start: start, end: end})
-	b.maxEnd = max(b.maxEnd, end)
-	in.longest = max(in.longest, end-start)
-	x.entries++
+	return in, b
 }
 
 // expire drops the buckets made more than the retention before now.

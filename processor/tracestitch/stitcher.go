@@ -155,6 +155,7 @@ type stitcher struct {
 
 	// scratch of the request-ID pass and of outcomes, reused across units
 	servers  map[reqKey]idxList
+	orphans  []int32
 	relSrv   []releasedServer
 	states   []traceState
 	stateIdx map[pcommon.TraceID]int32
@@ -413,29 +414,26 @@ func (s *stitcher) addEdge(i, j int, m stitchMethod) bool {
 // of their own service and workload instance that carries the same request
 // ID and contains them in time. Several qualifying spans: no edge, counted.
 func (s *stitcher) stitchByRequestID() {
-	// Most units have no orphan: then there is nothing to index.
-	orphan := false
+	// Most units have no orphan: then there is nothing to index. Only
+	// ingress spans of an orphan's service and instance can be its parent.
+	s.orphans = s.orphans[:0]
 	for i := range s.recs {
 		if s.isRequestIDOrphan(i) {
-			orphan = true
-			break
+			s.orphans = append(s.orphans, int32(i))
 		}
 	}
-	if !orphan {
+	if len(s.orphans) == 0 {
 		return
 	}
 	servers := s.servers
 	clear(servers)
 	for i := range s.recs {
-		r := &s.recs[i]
-		if r.ingressCandidate() {
+		if r := &s.recs[i]; r.ingressCandidate() && s.sameInstanceAsOrphan(r) {
 			addIdx(servers, r.reqKey, int32(i))
 		}
 	}
-	for i := range s.recs {
-		if !s.isRequestIDOrphan(i) {
-			continue
-		}
+	for _, o := range s.orphans {
+		i := int(o)
 		r := &s.recs[i]
 		found, n := -1, 0
 		cands, ok := servers[r.reqKey]
@@ -468,6 +466,17 @@ func (s *stitcher) stitchByRequestID() {
 			s.released[i] = releasedEdge{ok: true, traceID: rel.traceID, spanID: rel.spanID, service: rel.service}
 		}
 	}
+}
+
+// sameInstanceAsOrphan reports whether r is of the service and instance of
+// one of the unit's orphans (there are few).
+func (s *stitcher) sameInstanceAsOrphan(r *spanRec) bool {
+	for _, o := range s.orphans {
+		if c := &s.recs[o]; c.service == r.service && c.instance == r.instance {
+			return true
+		}
+	}
+	return false
 }
 
 // isRequestIDOrphan: a root that lost its context (empty parent) on the way
