@@ -47,7 +47,8 @@ done
 metrics=""
 for _ in $(seq 1 100); do
   metrics=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics")
-  if grep -q 'otelcol_processor_tracestitch_traces{outcome="stitched"' <<<"$metrics"; then break; fi
+  # every outcome is reported (at 0) from the start: wait for the count
+  if grep -q 'otelcol_processor_tracestitch_traces{outcome="stitched"} 1$' <<<"$metrics"; then break; fi
   sleep 0.1
 done
 echo "$metrics" | grep '^otelcol_processor_tracestitch' || true
