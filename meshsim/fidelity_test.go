@@ -3,6 +3,7 @@ package meshsim
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -209,4 +210,29 @@ func TestSimulatorMatchesRealCaptures(t *testing.T) {
 		sim := withoutAnnotations(structure(simZipkin(t, EdgeClientPod)))
 		assert.Subset(t, sim, real)
 	})
+}
+
+// TestAppSpansHangUnderTheirSidecar: the captures hold no app spans, so the
+// simulator's OTel SDK spans are checked against how an instrumented app
+// behind a sidecar reports: its SERVER span is the child of its sidecar's
+// SERVER span, its CLIENT spans children of that, and its sidecar's CLIENT
+// span the child of the app's CLIENT span; all on the same pod.
+func TestAppSpansHangUnderTheirSidecar(t *testing.T) {
+	res := run(t, func(o *Options, topo *Topology) { topo.SetPropagation(PropagationFull) })
+	byKey := map[string]*Span{}
+	for _, s := range res.Spans {
+		byKey[s.Key] = s
+	}
+	patterns := map[string]int{}
+	for _, s := range res.Spans {
+		p := byKey[s.TrueParent]
+		if p == nil || (s.Source != SourceOTel && p.Source != SourceOTel) {
+			continue
+		}
+		patterns[fmt.Sprintf("%s %s under %s %s", s.Source, s.Kind, p.Source, p.Kind)]++
+		assert.Equal(t, p.Pod, s.Pod, "%s is reported from its parent's pod", s.Key)
+		assert.Equal(t, p.ID, s.ParentID, "%s carries its parent's span ID", s.Key)
+	}
+	assert.Equal(t, []string{"envoy CLIENT under otel CLIENT", "otel CLIENT under otel SERVER", "otel SERVER under envoy SERVER"},
+		slices.Sorted(maps.Keys(patterns)))
 }
