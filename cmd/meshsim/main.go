@@ -32,7 +32,9 @@ func run() error {
 		rate        = flag.Float64("rate", 0, "requests per second (with -duration: replaces -requests and -concurrency)")
 		duration    = flag.Duration("duration", 0, "with -rate: how long to generate traffic for")
 		seed        = flag.Int64("seed", def.Seed, "random seed")
-		istio       = flag.Bool("istio", false, "Istio settings: no shared span IDs, 128-bit trace IDs")
+		shared      = flag.Bool("shared", def.Shared, "Envoy's Zipkin defaults: shared client/server span IDs, 64-bit trace IDs (default: Istio's, distinct span IDs, 128-bit)")
+		edge        = flag.String("edge", "", "how requests enter: istio-gateway, client-pod, front-proxy, otel-ingress, service (default: the topology's)")
+		disconnects = flag.Float64("disconnects", def.DisconnectRate, "share of calls whose caller disconnects before the answer")
 		skew        = flag.Duration("skew", def.MaxSkew, "largest clock skew of a host")
 		retries     = flag.Float64("retries", def.RetryRate, "share of calls retried")
 		async       = flag.Float64("async", 0, "share of calls that outlive their request")
@@ -53,9 +55,12 @@ func run() error {
 	}
 	if *propagation != "" {
 		topo.SetPropagation(meshsim.Propagation(*propagation))
-		if err := topo.Validate(); err != nil {
-			return err
-		}
+	}
+	if *edge != "" {
+		topo.SetEdge(meshsim.Edge(*edge))
+	}
+	if err := topo.Validate(); err != nil {
+		return err
 	}
 	opts := def
 	opts.Requests, opts.Concurrency, opts.Seed = *requests, *concurrency, *seed
@@ -63,7 +68,7 @@ func run() error {
 		opts.Rate = *rate
 		opts.Requests = int(*rate * duration.Seconds())
 	}
-	opts.Shared = !*istio
+	opts.Shared, opts.DisconnectRate = *shared, *disconnects
 	opts.MaxSkew, opts.RetryRate, opts.AsyncRate = *skew, *retries, *async
 	opts.LateRate, opts.LateDelay, opts.App128 = *late, *lateDelay, *app128
 	if *now {
