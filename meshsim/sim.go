@@ -339,18 +339,12 @@ func (s *sim) enter(r int, start time.Time) {
 		if edge.Edge == EdgeClientPod {
 			root.Tags["peer.address"] = inst.ip
 		}
-		s.add(root, inst)
-		in.client = root
-		_, end := s.serve(callee, in, start.Add(s.hop()))
-		s.finish(root, inst, end.Add(s.tail()))
+		s.upstream(root, inst, callee, in, start)
 	case EdgeFrontProxy:
 		root.Kind, root.Name = "SERVER", "tracing.example.com"
 		s.envoyTags(root, inst, in, externalIP, "serving/"+callee.Name, start)
 		root.Tags["node_id"] = "3scale-kourier-gateway"
-		s.add(root, inst)
-		in.client = root
-		_, end := s.serve(callee, in, start.Add(s.hop()))
-		s.finish(root, inst, end.Add(s.tail()))
+		s.upstream(root, inst, callee, in, start)
 	case EdgeOTelIngress:
 		root.Kind, root.Name = "SERVER", "ingress"
 		s.envoyTags(root, inst, in, externalIP, callee.Name, start)
@@ -369,12 +363,20 @@ func (s *sim) enter(r int, start time.Time) {
 			delete(up.Tags, k)
 		}
 		up.Tags["upstream_address"] = s.inst[callee.Name][0].ip + ":" + port
-		s.add(up, inst)
-		in.client = up
-		_, end := s.serve(callee, in, upStart.Add(s.hop()))
-		s.finish(up, inst, end.Add(s.tail()))
-		s.finish(root, inst, end.Add(s.tail()).Add(s.us(20, 200)))
+		end := s.upstream(up, inst, callee, in, upStart)
+		s.finish(root, inst, end.Add(s.us(20, 200)))
 	}
+}
+
+// upstream reports an edge's span that started at start, hands the request
+// to callee under it and ends the span after the answer; it returns when.
+func (s *sim) upstream(sp *Span, inst *instance, callee *Service, in ctxIn, start time.Time) time.Time {
+	s.add(sp, inst)
+	in.client = sp
+	_, end := s.serve(callee, in, start.Add(s.hop()))
+	end = end.Add(s.tail())
+	s.finish(sp, inst, end)
+	return end
 }
 
 // finish sets a span's end (true time) and its annotation.
