@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // releasedIndex remembers released spans for late_span_ttl so that a
@@ -17,7 +16,7 @@ import (
 // and small. What a release added is logged in queues shared by all
 // releases, so that a release allocates nothing once they have grown.
 //
-// The per-span map is built lazily: a release only logs its spans (16
+// The per-span map is built lazily: a release only logs its spans (12
 // bytes each, appended in order), and the first lookup of a span ID indexes
 // the releases logged since the previous one, in release order. A flow
 // whose late spans never look up a parent (the common case) pays no map
@@ -52,17 +51,14 @@ type releasedIndex struct {
 // bits of its sequence number (fewer than 2^32 releases are ever live) and
 // final indexes that release's final trace IDs.
 type indexedSpan struct {
-	seq     uint32
-	final   uint32
-	service serviceID
+	seq   uint32
+	final uint32
 }
 
 // loggedSpan is a released span as its release logged it, until indexed.
 type loggedSpan struct {
-	id      pcommon.SpanID
-	final   uint32
-	service serviceID
-	server  bool
+	id    pcommon.SpanID
+	final uint32
 }
 
 type indexedTrace struct {
@@ -140,7 +136,7 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		if r.spanID.IsEmpty() {
 			continue
 		}
-		x.spans.push(loggedSpan{id: r.spanID, final: fi, service: r.service, server: r.kind == ptrace.SpanKindServer})
+		x.spans.push(loggedSpan{id: r.spanID, final: fi})
 		b.spans++
 		if r.ingressCandidate() {
 			x.servers.push(indexedServer{
@@ -235,20 +231,16 @@ func (x *releasedIndex) catchUp() {
 
 // merged is the entry for a logged span of release seq. A span ID released
 // again (duplicate span IDs, Zipkin's shared client/server IDs) keeps one
-// entry when the final trace is the same (the SERVER side's service, where
-// callee children hang); different final traces make the ID ambiguous. The
-// entry lives as long as the newest release of the ID.
+// entry when the final trace is the same; different final traces make the
+// ID ambiguous. The entry lives as long as the newest release of the ID.
 func (x *releasedIndex) merged(l *loggedSpan, seq uint32) indexedSpan {
-	e := indexedSpan{seq: seq, final: l.final, service: l.service}
+	e := indexedSpan{seq: seq, final: l.final}
 	old, ok := x.bySpan[l.id]
 	if !ok {
 		return e
 	}
 	if old.final == ambiguousFinal || x.final(old.seq, old.final) != x.final(seq, l.final) {
 		return indexedSpan{seq: seq, final: ambiguousFinal}
-	}
-	if !l.server {
-		e.service = old.service
 	}
 	return e
 }
@@ -264,7 +256,7 @@ func (x *releasedIndex) span(id pcommon.SpanID) (releasedSpan, bool) {
 	if s.final == ambiguousFinal {
 		return releasedSpan{ambiguous: true}, true
 	}
-	return releasedSpan{traceID: x.final(s.seq, s.final), service: s.service}, true
+	return releasedSpan{traceID: x.final(s.seq, s.final)}, true
 }
 
 func (x *releasedIndex) trace(id pcommon.TraceID) (pcommon.TraceID, bool) {

@@ -54,7 +54,6 @@ func (m stitchMethod) String() string {
 // releasedSpan is what the index of released spans keeps per span ID.
 type releasedSpan struct {
 	traceID pcommon.TraceID
-	service serviceID
 	// ambiguous: spans with this ID left in different traces.
 	ambiguous bool
 }
@@ -233,7 +232,6 @@ type releasedEdge struct {
 	ok      bool
 	traceID pcommon.TraceID
 	spanID  pcommon.SpanID
-	service serviceID
 }
 
 // run stitches one unit, reusing the stitcher's scratch memory (the
@@ -308,7 +306,7 @@ func (s *stitcher) resolveParent(i int) {
 			return
 		} else if ok {
 			s.kind[i] = parentReleased
-			s.released[i] = releasedEdge{ok: true, traceID: rs.traceID, spanID: p, service: rs.service}
+			s.released[i] = releasedEdge{ok: true, traceID: rs.traceID, spanID: p}
 			if rs.traceID != r.traceID {
 				s.method[i] = methodParentID
 			}
@@ -463,7 +461,7 @@ func (s *stitcher) stitchByRequestID() {
 		case n == 1:
 			s.kind[i] = parentReleased
 			s.method[i] = methodRequestID
-			s.released[i] = releasedEdge{ok: true, traceID: rel.traceID, spanID: rel.spanID, service: rel.service}
+			s.released[i] = releasedEdge{ok: true, traceID: rel.traceID, spanID: rel.spanID}
 		}
 	}
 }

@@ -74,7 +74,7 @@ func TestStitcherIsPure(t *testing.T) {
 
 func TestStitcherUsesReleasedSpans(t *testing.T) {
 	released := fakeReleased{
-		spans:  map[pcommon.SpanID]releasedSpan{spanID(t, "1111111111111111"): {traceID: traceID(t, traceA), service: testNames.intern(pp)}},
+		spans:  map[pcommon.SpanID]releasedSpan{spanID(t, "1111111111111111"): {traceID: traceID(t, traceA)}},
 		traces: map[pcommon.TraceID]pcommon.TraceID{traceID(t, traceD): traceID(t, traceA)},
 		byKey: map[reqKey][]releasedServer{requestIDKey(rid): {{
 			traceID: traceID(t, traceA), spanID: spanID(t, "1111111111111111"), instance: instanceKey(pp1),
