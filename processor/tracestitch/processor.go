@@ -158,7 +158,8 @@ func (p *tracestitchProcessor) Shutdown(ctx context.Context) error {
 
 // ConsumeTraces buffers the spans; it never waits for a trace to be due.
 // Only when the buffer is over max_buffered_spans does the caller carry the
-// oldest traces downstream itself (backpressure instead of loss).
+// oldest traces downstream itself (backpressure instead of loss), under a
+// context detached from its own.
 func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	if td.ResourceSpans().Len() == 0 {
 		return nil
@@ -181,7 +182,10 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	}
 	if len(evicted) > 0 {
 		p.tel.ProcessorTracestitchTracesEvicted.Add(ctx, int64(len(evicted)))
-		p.emit(ctx, evicted)
+		// Evicted traces are other clients' spans: they leave with a
+		// context of their own, as the ticker's releases do, not with this
+		// caller's metadata or its cancellation.
+		p.emit(context.Background(), evicted)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/client"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
@@ -75,6 +76,42 @@ func TestEvictionReleasesOldestEarly(t *testing.T) {
 	metadatatest.AssertEqualProcessorTracestitchSpansBuffered(t, h.tel,
 		[]metricdata.DataPoint[int64]{{Value: 0}}, metricdatatest.IgnoreTimestamp())
 }
+
+// TestEvictionIgnoresTheCallersContext: the traces an add evicts belong to
+// other clients; they leave with a context of their own, so a caller whose
+// context is cancelled, or carries its own client metadata, neither drops
+// them nor passes its metadata on.
+func TestEvictionIgnoresTheCallersContext(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxBufferedSpans = 2 })
+	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp},
+		ts{trace: traceB, id: "2222222222222222", kind: S, service: rv})
+	var seen []context.Context
+	h.p.next = consumerFunc(func(ctx context.Context, td ptrace.Traces) error {
+		seen = append(seen, ctx)
+		return h.sink.ConsumeTraces(ctx, td)
+	})
+	ctx, cancel := context.WithCancel(client.NewContext(context.Background(),
+		client.Info{Metadata: client.NewMetadata(map[string][]string{"tenant": {"caller"}})}))
+	cancel()
+	td := build(t, ts{trace: traceC, id: "3333333333333333", kind: S, service: dt})
+	h.in += td.SpanCount()
+	require.NoError(t, h.p.ConsumeTraces(ctx, td))
+	require.Equal(t, 1, h.sink.SpanCount(), "the oldest trace was evicted and handed on")
+	assert.Zero(t, h.counter("processor_tracestitch_spans_dropped"))
+	require.NotEmpty(t, seen)
+	for _, c := range seen {
+		assert.NoError(t, c.Err(), "not the caller's cancelled context")
+		assert.Empty(t, client.FromContext(c).Metadata.Get("tenant"), "not the caller's metadata")
+	}
+	h.shutdown()
+}
+
+// consumerFunc adapts a function to consumer.Traces.
+type consumerFunc func(context.Context, ptrace.Traces) error
+
+func (f consumerFunc) ConsumeTraces(ctx context.Context, td ptrace.Traces) error { return f(ctx, td) }
+
+func (consumerFunc) Capabilities() consumer.Capabilities { return consumer.Capabilities{MutatesData: true} }
 
 func TestShutdownFlushesEverything(t *testing.T) {
 	h := newHarness(t, nil)
