@@ -111,7 +111,9 @@ type consumerFunc func(context.Context, ptrace.Traces) error
 
 func (f consumerFunc) ConsumeTraces(ctx context.Context, td ptrace.Traces) error { return f(ctx, td) }
 
-func (consumerFunc) Capabilities() consumer.Capabilities { return consumer.Capabilities{MutatesData: true} }
+func (consumerFunc) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: true}
+}
 
 func TestShutdownFlushesEverything(t *testing.T) {
 	h := newHarness(t, nil)
