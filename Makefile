@@ -28,9 +28,9 @@ vet:
 unit:
 	$(GO) test -race -count=1 ./...
 
-## generate: regenerate internal/metadata from metadata.yaml (mdatagen is a go tool of this module)
+## generate: regenerate internal/metadata from metadata.yaml (mdatagen, pinned in tools/mdatagen/go.mod)
 generate:
-	cd $(COMPONENT) && $(GO) tool mdatagen metadata.yaml
+	cd $(COMPONENT) && $(GO) tool -modfile=$(CURDIR)/tools/mdatagen/go.mod mdatagen metadata.yaml
 
 check-generated: generate
 	@if [ -n "$$(git status --porcelain -- $(COMPONENT))" ]; then \

@@ -1,4 +1,4 @@
-//go:generate go tool mdatagen metadata.yaml
+//go:generate go tool -modfile=../../tools/mdatagen/go.mod mdatagen metadata.yaml
 
 // Package tracestitch is an OpenTelemetry Collector processor that buffers
 // spans per trace, stitches the fragments of a trace broken by a service
