@@ -18,6 +18,7 @@ trap cleanup EXIT
 
 export ZIPKIN_ENDPOINT=127.0.0.1:19411 OTLP_GRPC_ENDPOINT=127.0.0.1:14317 \
   OTLP_HTTP_ENDPOINT=127.0.0.1:14318 METRICS_PORT=18888 TRACESTITCH_WAIT=200ms \
+  HEALTH_ENDPOINT=127.0.0.1:23133 \
   DEBUG_VERBOSITY=detailed
 
 wait_for() { # url, seconds
@@ -39,6 +40,7 @@ echo "smoke: starting $BIN"
 "$BIN" --config config.yaml > "$WORK/collector.log" 2>&1 &
 PID=$!
 wait_for "http://127.0.0.1:$METRICS_PORT/metrics" 30 || { cat "$WORK/collector.log"; echo "FAIL: collector did not start"; exit 1; }
+wait_for "http://$HEALTH_ENDPOINT/" 10 || { echo "FAIL: health_check does not answer"; exit 1; }
 for f in envoy-real-kourier-root request-id-only; do
   curl -fsS -X POST -H 'Content-Type: application/json' --data-binary "@$SAMPLES/$f.zipkin.json" \
     "http://$ZIPKIN_ENDPOINT/api/v2/spans"

@@ -110,6 +110,7 @@ func TestStitching(t *testing.T) {
 			},
 			traces: map[key]string{
 				{"6666666666666666", S}: pad(traceA),
+				{"7777777777777777", C}: pad(traceA),
 				{"8888888888888888", C}: pad(traceA),
 			},
 			parents:    map[key]string{{"6666666666666666", S}: "1111111111111111"},
@@ -159,6 +160,8 @@ func TestStitching(t *testing.T) {
 				{"3333333333333333", C}: "2222222222222222",
 			},
 			traces: map[key]string{
+				{"2222222222222222", C}: pad(traceA),
+				{"3333333333333333", C}: pad(traceA),
 				{"3333333333333333", S}: pad(traceA),
 				{"2222222222222222", S}: pad(traceA),
 			},
@@ -186,6 +189,9 @@ func TestStitching(t *testing.T) {
 				{"4444444444444444", C}: "1111111111111111",
 			},
 			traces: map[key]string{
+				{"2222222222222222", C}: pad(traceA),
+				{"3333333333333333", C}: pad(traceA),
+				{"4444444444444444", C}: pad(traceA),
 				{"2222222222222222", S}: pad(traceA),
 				{"3333333333333333", S}: pad(traceA),
 				{"4444444444444444", S}: pad(traceA),
@@ -263,6 +269,7 @@ func TestStitching(t *testing.T) {
 				{trace: traceB, id: "2222222222222222", kind: C, start: 3, end: 34, service: pp, node: pp1, rid: rid14},
 			},
 			parents:  map[key]string{{"2222222222222222", C}: "1111111111111111"},
+			traces:   map[key]string{{"2222222222222222", C}: pad(traceA)},
 			outcomes: map[string]int64{"stitched": 1},
 			stitches: map[string]int64{"request_id": 1},
 		},
@@ -295,6 +302,7 @@ func TestStitching(t *testing.T) {
 				{trace: traceB, id: "2222222222222222", kind: C, start: 3, end: 41, service: pp, node: pp1, rid: rid},
 			},
 			parents:  map[key]string{{"2222222222222222", C}: "1111111111111111"},
+			traces:   map[key]string{{"2222222222222222", C}: pad(traceA)},
 			outcomes: map[string]int64{"stitched": 1},
 			stitches: map[string]int64{"request_id": 1},
 		},
@@ -354,6 +362,18 @@ func TestStitching(t *testing.T) {
 			h.advance(2 * time.Second)
 			require.Equal(t, h.in, h.sink.SpanCount(), "all spans released after the wait")
 			out := h.out()
+			// sent holds each input span by ID and kind; a key sent twice
+			// maps to nothing
+			sent := map[key]ts{}
+			seen := map[key]bool{}
+			for _, sp := range tc.spans {
+				k := key{sp.id, sp.kind}
+				if seen[k] {
+					delete(sent, k)
+					continue
+				}
+				seen[k], sent[k] = true, sp
+			}
 			for k, want := range tc.parents {
 				assert.Equal(t, want, find(t, out, k.id, k.kind).parentID, "parent of %v", k)
 			}
@@ -368,9 +388,22 @@ func TestStitching(t *testing.T) {
 				} else if tc.stitchedBy != nil {
 					assert.False(t, ok, "unexpected stitched_by on %s", s.spanID)
 				}
+				in, once := sent[key{s.spanID, s.kind}]
+				if !once {
+					continue // a duplicate span ID and kind: the listed checks cover it
+				}
+				// a span the case does not list is untouched
+				if _, listed := tc.traces[key{s.spanID, s.kind}]; !listed {
+					assert.Equal(t, pad(in.trace), s.traceID, "%s/%v keeps its trace ID", s.spanID, s.kind)
+				}
+				if _, listed := tc.parents[key{s.spanID, s.kind}]; !listed {
+					assert.Equal(t, in.parent, s.parentID, "%s/%v keeps its parent", s.spanID, s.kind)
+				}
 				orig, moved := s.attrs["tracestitch.original_trace_id"]
-				if moved {
-					assert.NotEqual(t, s.traceID, orig, "original trace ID recorded only when it changed")
+				if s.traceID != pad(in.trace) {
+					assert.Equal(t, pad(in.trace), orig, "%s/%v keeps the trace ID it came with", s.spanID, s.kind)
+				} else {
+					assert.False(t, moved, "original trace ID recorded only when it changed")
 				}
 			}
 			assert.Equal(t, tc.outcomes, h.outcomes())
