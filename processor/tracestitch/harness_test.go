@@ -2,6 +2,7 @@ package tracestitch
 
 import (
 	"context"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/tracestitch/tracestitch/processor/tracestitch/internal/metadatatest"
 )
@@ -90,9 +92,35 @@ func (h *harness) shutdown() {
 
 func (h *harness) out() []outSpan { return flatten(h.sink.AllTraces()...) }
 
-// counter returns the sum of an int64 counter's data points matching attrs.
+// knownMetrics are the telemetry metrics metadata.yaml declares.
+var knownMetrics = sync.OnceValues(func() (map[string]bool, error) {
+	b, err := os.ReadFile("metadata.yaml")
+	if err != nil {
+		return nil, err
+	}
+	var md struct {
+		Telemetry struct {
+			Metrics map[string]any `yaml:"metrics"`
+		} `yaml:"telemetry"`
+	}
+	if err := yaml.Unmarshal(b, &md); err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for n := range md.Telemetry.Metrics {
+		names[n] = true
+	}
+	return names, nil
+})
+
+// counter returns the sum of an int64 counter's data points matching
+// attrs. A name metadata.yaml does not declare fails the test; a declared
+// counter nothing was recorded on yet is 0.
 func (h *harness) counter(name string, attrs ...attribute.KeyValue) int64 {
 	h.t.Helper()
+	known, err := knownMetrics()
+	require.NoError(h.t, err)
+	require.True(h.t, known[name], "%s is not a metric of this component", name)
 	m, err := h.tel.GetMetric("otelcol_" + name)
 	if err != nil {
 		return 0
