@@ -198,7 +198,13 @@ func TestReleasesStitchInTurn(t *testing.T) {
 
 	secondDone := make(chan []*unit)
 	go func() { secondDone <- h.p.stitch(second) }()
-	time.Sleep(50 * time.Millisecond) // time to jump the queue, were it allowed
+	require.Eventually(t, func() bool { return h.p.stage.waitingReleases() == 1 },
+		10*time.Second, time.Millisecond, "the later release waits for its turn")
+	select {
+	case <-secondDone:
+		t.Fatal("the later release was stitched before the earlier one")
+	default:
+	}
 	h.p.emit(context.Background(), h.p.stitch(first))
 	h.p.emit(context.Background(), <-secondDone)
 

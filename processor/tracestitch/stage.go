@@ -30,6 +30,7 @@ type stitchStage struct {
 	mu       sync.Mutex
 	turnDone *sync.Cond
 	turnNow  uint64 // the turn being stitched
+	waiting  int    // releases waiting for their turn
 	opts     stitchOptions
 	stitcher *stitcher
 	released *releasedIndex
@@ -77,7 +78,9 @@ func (st *stitchStage) begin(now time.Time) *release {
 func (st *stitchStage) run(rel *release) []*unit {
 	st.mu.Lock()
 	for st.turnNow != rel.turn {
+		st.waiting++
 		st.turnDone.Wait()
+		st.waiting--
 	}
 	for _, u := range rel.units {
 		recs := st.recs[:0]
@@ -100,4 +103,11 @@ func (st *stitchStage) run(rel *release) []*unit {
 	st.turnDone.Broadcast()
 	st.mu.Unlock()
 	return rel.units
+}
+
+// waitingReleases is how many releases wait for their turn.
+func (st *stitchStage) waitingReleases() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.waiting
 }
