@@ -101,24 +101,6 @@ func (o *originalIDs) hexOf(id pcommon.TraceID) string {
 	return o.hex
 }
 
-// markRewrites records which groups of the unit have spans to rewrite;
-// recs are the unit's records, in group order.
-func (u *unit) markRewrites(recs []spanRec) {
-	res := &u.result
-	if res.traceID == nil {
-		return
-	}
-	u.rewrite = make([]bool, len(u.groups))
-	lo := 0
-	for k, n := range u.groupSpans {
-		hi := lo + n
-		// a new parent or link goes with a stitch method, so this covers them
-		for i := lo; i < hi && !u.rewrite[k]; i++ {
-			u.rewrite[k] = res.traceID[i] != recs[i].traceID || res.stitchedBy[i] != methodNone
-		}
-		lo = hi
-	}
-}
 func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string, orig *originalIDs) {
 	moved := res.traceID[i] != span.TraceID()
 	m := res.stitchedBy[i]

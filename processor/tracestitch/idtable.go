@@ -42,14 +42,6 @@ func (t *idTable) home(k uint64) uint64 {
 	return mix64(k^t.seed) & t.mask
 }
 
-// mix64 is splitmix64's finalizer: a bijection, so distinct keys never
-// share a full hash.
-func mix64(x uint64) uint64 {
-	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
-	x = (x ^ x>>27) * 0x94d049bb133111eb
-	return x ^ x>>31
-}
-
 func (s *idSlot) key() uint64 { return uint64(s.hi)<<32 | uint64(s.lo) }
 
 // find returns the slot of k, or the empty slot where k would go.

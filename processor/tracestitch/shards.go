@@ -93,57 +93,6 @@ func (b *buffer) keyShardOf(k uint64) int {
 
 func (b *buffer) keyShard(k uint64) *keyShard { return &b.keys[b.keyShardOf(k)] }
 
-// keyOp is an index operation of a split batch's record on one key.
-type keyOp struct {
-	rec  int32
-	what keyOpKind
-}
-
-type keyOpKind uint8
-
-const (
-	opSpan keyOpKind = iota
-	opParent
-	opRequestID
-)
-
-func (sp *batchSplit) addOp(shard int, rec int32, what keyOpKind) {
-	sp.ops[shard] = append(sp.ops[shard], keyOp{rec: rec, what: what})
-}
-
-// sortByShard orders the split's fragments and records by trace shard
-// (stably: a group's records keep their order) and sizes the scratch of
-// add.
-func (sp *batchSplit) sortByShard(b *buffer) {
-	nf, nr := len(sp.frags), len(sp.recs)
-	sp.fragOrder = grow(sp.fragOrder, nf)
-	sp.recOrder = grow(sp.recOrder, nr)
-	sp.orphan = grow(sp.orphan, nr)
-	sp.groups = grow(sp.groups, nf)
-	var fc, rc [traceShards + 1]int32
-	for f := range sp.frags {
-		fr := &sp.frags[f]
-		fr.shard = uint8(b.traceShardOf(fr.traceID))
-		fc[fr.shard+1]++
-		rc[fr.shard+1] += fr.spans
-	}
-	for s := range traceShards {
-		fc[s+1] += fc[s]
-		rc[s+1] += rc[s]
-	}
-	sp.fragStart, sp.recStart = fc, rc
-	for f := range sp.frags {
-		s := sp.frags[f].shard
-		sp.fragOrder[fc[s]] = int32(f)
-		fc[s]++
-	}
-	for i, f := range sp.frag {
-		s := sp.frags[f].shard
-		sp.recOrder[rc[s]] = int32(i)
-		rc[s]++
-	}
-}
-
 // groupRefs hands out 32-bit handles for groups, so that the indexes hold
 // no pointers. A handle's low bits name its group's trace shard, which
 // hands it out under its lock. A shard's groups live in segments that never

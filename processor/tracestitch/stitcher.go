@@ -1,7 +1,6 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
-	"encoding/binary"
 	"slices"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -167,8 +166,6 @@ type stitcher struct {
 	final []pcommon.TraceID
 }
 
-func spanKey(id pcommon.SpanID) uint64 { return binary.BigEndian.Uint64(id[:]) }
-
 // firstWithID returns the first record whose span ID is id, -1 if none;
 // s.sameID[j] is the next after j.
 func (s *stitcher) firstWithID(id pcommon.SpanID) int32 {
@@ -216,16 +213,6 @@ func newStitcher(names *serviceTable) *stitcher {
 		servers:  make(map[reqKey]idxList),
 		stateIdx: make(map[pcommon.TraceID]int32),
 	}
-}
-
-// grow returns a slice of length n, reusing buf's memory when it can.
-func grow[T any](buf []T, n int) []T {
-	if cap(buf) < n {
-		return make([]T, n)
-	}
-	buf = buf[:n]
-	clear(buf)
-	return buf
 }
 
 type releasedEdge struct {
