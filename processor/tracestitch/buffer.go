@@ -13,18 +13,24 @@ import (
 )
 
 // buffer is the per-trace buffer with the indexes that find fragments of the
-// same request. Adds run concurrently: each holds the world lock shared and
-// locks only the shards it touches, one at a time: the trace shards of its
-// trace IDs (groups, deadlines, record pools) and the key shards of its
-// span IDs, parents and request IDs (the indexes). Everything that takes
-// units out (release, eviction, Shutdown) holds the world lock
-// exclusively, and needs no shard lock then.
+// same request, and its whole lock protocol: callers use ingest, takeDue,
+// takeAll, retire and bufferedSpans, never its locks or counters.
+//
+// Adds (ingest) run concurrently: each holds lock shared and locks only the
+// shards it touches, one at a time: the trace shards of its trace IDs
+// (groups, deadlines, record pools) and the key shards of its span IDs,
+// parents and request IDs (the indexes). Everything that takes units out
+// (a release, an eviction, Shutdown) holds lock exclusively, needs no shard
+// lock then, and numbers its release so that releases are stitched in the
+// order they were taken.
 type buffer struct {
 	wait, maxWait time.Duration
 	maxSpans      int
 	reader        recReader
 
-	world  sync.RWMutex
+	lock     sync.RWMutex
+	nextTurn uint64 // the next release's turn (exclusive lock)
+
 	traces [traceShards]traceShard
 	keys   [keyShards]keyShard
 	refs   groupRefs
@@ -96,7 +102,7 @@ type addStats struct {
 }
 
 // add hands the fragments of a split batch to the groups of their trace
-// IDs and indexes their spans. The caller holds the world lock, shared or
+// IDs and indexes their spans. The caller holds the lock, shared or
 // exclusive, and has counted the batch's spans in b.spans (see reserve). A
 // fragment's spans and records are in batch order, so a group's records
 // stay in the order of its spans.
@@ -227,9 +233,9 @@ func (b *buffer) dueEntry(g *group) deadlineEntry {
 // The functions below take units out of the buffer; they run under the
 // exclusive lock.
 
-// releaseDue detaches the units whose deadline has passed into rel, in
+// detachDue detaches the units whose deadline has passed into rel, in
 // deadline order over all trace shards.
-func (b *buffer) releaseDue(rel *release) {
+func (b *buffer) detachDue(rel *release) {
 	now := b.clock(rel.now)
 	for {
 		ts := b.earliestDue()
@@ -300,8 +306,8 @@ func (b *buffer) evictOverCapacity(rel *release) {
 	b.compactFIFOs()
 }
 
-// releaseAll detaches everything into rel, oldest first (Shutdown).
-func (b *buffer) releaseAll(rel *release) {
+// detachAll detaches everything into rel, oldest first (Shutdown).
+func (b *buffer) detachAll(rel *release) {
 	for b.detachOldest(rel) {
 	}
 	b.compactFIFOs()
@@ -474,10 +480,75 @@ func (b *buffer) detach(r *group, rel *release) {
 	rel.units = append(rel.units, u)
 }
 
-// lockExclusive takes the world lock exclusively and first takes back the
+// release is the units of one release: detached from the buffer under its
+// exclusive lock, then stitched (see stitchStage) after the lock is let go.
+type release struct {
+	now   time.Time
+	units []*unit
+	// turn orders the stitch of releases as their detach was ordered.
+	turn uint64
+}
+
+// ingest adds a split batch. Batches are added concurrently, under the lock
+// held shared; only a batch that would take the buffer past
+// max_buffered_spans takes it exclusively. Over capacity, the oldest units
+// are detached before the lock is let go: the buffer never holds more, and
+// the caller carries the returned eviction downstream (nil when none).
+func (b *buffer) ingest(sp *batchSplit, now time.Time) (addStats, *release) {
+	b.lock.RLock()
+	added := b.reserve(sp.st.spans)
+	var st addStats
+	if added {
+		st = b.add(sp, now)
+	}
+	b.lock.RUnlock()
+	if added {
+		return st, nil
+	}
+	b.lockExclusive()
+	defer b.lock.Unlock()
+	b.spans.Add(int64(sp.st.spans))
+	st = b.add(sp, now)
+	if b.spans.Load() <= int64(b.maxSpans) {
+		return st, nil
+	}
+	eviction := b.newRelease(now)
+	b.evictOverCapacity(eviction)
+	return st, eviction
+}
+
+// takeDue detaches every unit whose wait is over at now.
+func (b *buffer) takeDue(now time.Time) *release { return b.take(now, (*buffer).detachDue) }
+
+// takeAll detaches every unit (Shutdown).
+func (b *buffer) takeAll(now time.Time) *release { return b.take(now, (*buffer).detachAll) }
+
+func (b *buffer) take(now time.Time, detach func(*buffer, *release)) *release {
+	b.lockExclusive()
+	defer b.lock.Unlock()
+	rel := b.newRelease(now)
+	detach(b, rel)
+	return rel
+}
+
+// newRelease starts a release at now, numbered in turn (exclusive lock).
+func (b *buffer) newRelease(now time.Time) *release {
+	rel := &release{now: now, turn: b.nextTurn}
+	b.nextTurn++
+	return rel
+}
+
+// bufferedSpans is the number of spans held (the count reserved by adds).
+func (b *buffer) bufferedSpans() int64 {
+	b.lock.RLock()
+	defer b.lock.RUnlock()
+	return b.spans.Load()
+}
+
+// lockExclusive takes the lock exclusively and first takes back the
 // records of retired units.
 func (b *buffer) lockExclusive() {
-	b.world.Lock()
+	b.lock.Lock()
 	b.recycleRetired()
 }
 

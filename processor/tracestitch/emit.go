@@ -1,6 +1,9 @@
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
+	"context"
+
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -137,4 +140,53 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
+	if len(units) == 0 {
+		return
+	}
+	// Telemetry is recorded with a context of its own: a cancelled caller
+	// must not lose the counts.
+	tctx := context.WithoutCancel(ctx)
+	var tally releaseTally
+	left := 0
+	for _, u := range units {
+		left += u.spans
+	}
+	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left))
+	b := newReleaseBatch()
+	for _, u := range units {
+		tally.add(&u.result)
+		if ctx.Err() != nil {
+			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
+			continue
+		}
+		if b.spans > 0 && b.spans+u.spans > p.cfg.ReleaseBatchMaxSpans {
+			p.send(ctx, tctx, b, &tally)
+		}
+		b.add(u, p.cfg.OriginalTraceIDAttribute)
+	}
+	p.send(ctx, tctx, b, &tally)
+	p.record(tctx, &tally)
+}
+
+// send hands the batch to the next consumer and starts a new one; tctx
+// records telemetry (see emit).
+func (p *tracestitchProcessor) send(ctx, tctx context.Context, b *releaseBatch, tally *releaseTally) {
+	if b.spans == 0 {
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		p.drop(tctx, b.spans, reasonShutdown, err)
+	} else if err := p.next.ConsumeTraces(ctx, b.td); err != nil {
+		reason := reasonDownstreamError
+		if consumererror.IsPermanent(err) {
+			reason = reasonDownstreamPermanent
+		}
+		p.drop(tctx, b.spans, reason, err)
+	} else {
+		tally.released += int64(b.spans)
+	}
+	b.reset()
 }

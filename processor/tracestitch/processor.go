@@ -7,7 +7,6 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
-	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 	"go.uber.org/zap"
@@ -15,10 +14,22 @@ import (
 	"github.com/tracestitch/tracestitch/processor/tracestitch/internal/metadata"
 )
 
-// tracestitchProcessor is the thin wiring around the buffer: it locks it,
-// runs one ticker for all deadlines, and hands released units downstream.
-// Like groupbytrace it implements processor.Traces itself, because
+// tracestitchProcessor wires the stages a span goes through. Like
+// groupbytrace it implements processor.Traces itself, because
 // processorhelper would forward synchronously.
+//
+//	ConsumeTraces
+//	  └─ batchSplit.split            split.go: regroup by trace ID, read records (spanrec.go), no lock
+//	  └─ buffer.ingest               buffer.go: groups (unit.go) in trace shards, keys in key
+//	                                  shards (shards.go, indexes.go), SERVER ranges (serving.go);
+//	                                  over max_buffered_spans the oldest units are evicted
+//	ticker (run) ─ releaseDue
+//	  └─ buffer.takeDue              buffer.go: due groups (deadlines.go) gathered into units
+//	  └─ stitchStage.run             stage.go: stitcher (pure, stitcher.go) per unit, in turn;
+//	                                  released spans logged for late ones (released_index.go)
+//	  └─ emit                        emit.go: rewrite moved spans, calls downstream of up to
+//	                                  release_batch_max_spans; telemetry.go counts it all
+//	  └─ buffer.retire               records back to their pools (pool.go)
 type tracestitchProcessor struct {
 	cfg     *Config
 	logger  *zap.Logger
@@ -29,8 +40,7 @@ type tracestitchProcessor struct {
 	blamed  map[string]bool
 	blameMu sync.Mutex
 
-	// buf's exclusive lock also orders releases; a release detaches its
-	// units under it and stitches them in stage after letting it go.
+	// buf numbers its releases; stage stitches them in that order.
 	buf   *buffer
 	stage *stitchStage
 
@@ -122,7 +132,7 @@ func (p *tracestitchProcessor) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
-	units := p.release((*buffer).releaseAll)
+	units := p.stitch(p.buf.takeAll(p.now()))
 	// Flush in the background so that a consumer that blocks cannot hold
 	// Shutdown past its context; what is not handed on by then is counted.
 	flushed := make(chan struct{})
@@ -149,7 +159,7 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	}
 	sp := splitPool.Get().(*batchSplit)
 	sp.split(td, &p.buf.reader, p.buf.names)
-	st, eviction := p.ingest(sp)
+	st, eviction := p.buf.ingest(sp, p.now())
 	var evicted []*unit
 	if eviction != nil {
 		evicted = p.stitch(eviction)
@@ -173,48 +183,9 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 	return nil
 }
 
-// ingest adds a split batch to the buffer. Batches are added concurrently,
-// under the buffer's lock held shared; only a batch that would take the
-// buffer past max_buffered_spans takes it exclusively. Over capacity, the oldest units are
-// detached before the lock is let go: the buffer never holds more, and the
-// caller carries them downstream.
-func (p *tracestitchProcessor) ingest(sp *batchSplit) (addStats, *release) {
-	b := p.buf
-	now := p.now()
-	b.world.RLock()
-	added := b.reserve(sp.st.spans)
-	var st addStats
-	if added {
-		st = b.add(sp, now)
-	}
-	b.world.RUnlock()
-	if added {
-		return st, nil
-	}
-	b.lockExclusive()
-	defer b.world.Unlock()
-	b.spans.Add(int64(sp.st.spans))
-	st = b.add(sp, now)
-	if b.spans.Load() <= int64(b.maxSpans) {
-		return st, nil
-	}
-	eviction := p.stage.begin(now)
-	b.evictOverCapacity(eviction)
-	return st, eviction
-}
-
 // releaseDue hands every unit whose wait is over downstream.
 func (p *tracestitchProcessor) releaseDue(ctx context.Context) {
-	p.emit(ctx, p.release((*buffer).releaseDue))
-}
-
-// release detaches units from the buffer with detach and stitches them.
-func (p *tracestitchProcessor) release(detach func(*buffer, *release)) []*unit {
-	p.buf.lockExclusive()
-	rel := p.stage.begin(p.now())
-	detach(p.buf, rel)
-	p.buf.world.Unlock()
-	return p.stitch(rel)
+	p.emit(ctx, p.stitch(p.buf.takeDue(p.now())))
 }
 
 // stitch stitches a detached release and gives its records back to the
@@ -223,53 +194,4 @@ func (p *tracestitchProcessor) stitch(rel *release) []*unit {
 	units := p.stage.run(rel)
 	p.buf.retire(units)
 	return units
-}
-
-func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
-	if len(units) == 0 {
-		return
-	}
-	// Telemetry is recorded with a context of its own: a cancelled caller
-	// must not lose the counts.
-	tctx := context.WithoutCancel(ctx)
-	var tally releaseTally
-	left := 0
-	for _, u := range units {
-		left += u.spans
-	}
-	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left))
-	b := newReleaseBatch()
-	for _, u := range units {
-		tally.add(&u.result)
-		if ctx.Err() != nil {
-			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
-			continue
-		}
-		if b.spans > 0 && b.spans+u.spans > p.cfg.ReleaseBatchMaxSpans {
-			p.send(ctx, tctx, b, &tally)
-		}
-		b.add(u, p.cfg.OriginalTraceIDAttribute)
-	}
-	p.send(ctx, tctx, b, &tally)
-	p.record(tctx, &tally)
-}
-
-// send hands the batch to the next consumer and starts a new one; tctx
-// records telemetry (see emit).
-func (p *tracestitchProcessor) send(ctx, tctx context.Context, b *releaseBatch, tally *releaseTally) {
-	if b.spans == 0 {
-		return
-	}
-	if err := ctx.Err(); err != nil {
-		p.drop(tctx, b.spans, reasonShutdown, err)
-	} else if err := p.next.ConsumeTraces(ctx, b.td); err != nil {
-		reason := reasonDownstreamError
-		if consumererror.IsPermanent(err) {
-			reason = reasonDownstreamPermanent
-		}
-		p.drop(tctx, b.spans, reason, err)
-	} else {
-		tally.released += int64(b.spans)
-	}
-	b.reset()
 }

@@ -178,11 +178,7 @@ func TestLateFragmentJoinsReleasedTrace(t *testing.T) {
 func TestReleasesStitchInTurn(t *testing.T) {
 	h := newHarness(t, nil)
 	detachDue := func() *release {
-		h.p.buf.world.Lock()
-		defer h.p.buf.world.Unlock()
-		rel := h.p.stage.begin(h.clock.Now())
-		h.p.buf.releaseDue(rel)
-		return rel
+		return h.p.buf.takeDue(h.clock.Now())
 	}
 	h.send(ts{trace: traceA, id: "1111111111111111", kind: S, service: pp, node: pp1, rid: rid, start: 0, end: 40})
 	h.clock.Add(2 * time.Second)

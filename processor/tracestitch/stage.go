@@ -5,15 +5,6 @@ import (
 	"time"
 )
 
-// release is the units of one release: detached from the buffer under its
-// exclusive lock, then stitched by the stitchStage after the lock is let go.
-type release struct {
-	now   time.Time
-	units []*unit
-	// turn orders the stitch of releases as their detach was ordered.
-	turn uint64
-}
-
 // stitchStage decides how detached units are stitched and keeps the
 // released-span index their late spans look up. It reads only the records
 // of detached groups, which nothing in the buffer reaches any more, so it
@@ -23,10 +14,6 @@ type release struct {
 // detached, so a release sees in the index every unit detached before it,
 // as when all ran under one lock.
 type stitchStage struct {
-	// next is the turn of the next release; the buffer's exclusive lock
-	// guards it.
-	next uint64
-
 	mu       sync.Mutex
 	turnDone *sync.Cond
 	turnNow  uint64 // the turn being stitched
@@ -61,15 +48,6 @@ func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex, epo
 	}
 	st.turnDone = sync.NewCond(&st.mu)
 	return st
-}
-
-// begin starts a release at now. It must be called under the buffer's
-// exclusive lock (which orders the turns), and its release must be passed
-// to run.
-func (st *stitchStage) begin(now time.Time) *release {
-	rel := &release{now: now, turn: st.next}
-	st.next++
-	return rel
 }
 
 // run waits for rel's turn, stitches its units and indexes their spans as

@@ -98,7 +98,7 @@ func (g *group) root() *group {
 }
 
 // findRoot finds g's unit root without changing anything, for adds,
-// which hold the world lock shared: merges happen under the exclusive lock.
+// which hold the buffer lock shared: merges happen under the exclusive lock.
 func (g *group) findRoot() *group {
 	for g.parent != nil {
 		g = g.parent
