@@ -59,8 +59,8 @@ type buffer struct {
 	// scratch of the exclusive sections
 	seenSpan map[pcommon.SpanID]struct{}
 	seenKey  map[uint64]struct{}
-	// touched keeps the loads of idTable.touch from being optimized away.
-	touched uint32
+	// prefetched keeps the loads of idTable.touch from being optimized away.
+	prefetched uint32
 
 	// gatherAlways turns off both release shortcuts (groups that never met
 	// another, and following only shared keys): every release then follows
@@ -146,7 +146,7 @@ func (b *buffer) add(sp *batchSplit, wall time.Time) addStats {
 		for _, f := range frags {
 			r := sp.groups[f].findRoot()
 			r.spans.Add(int64(sp.frags[f].spans))
-			r.seenAfter(now)
+			r.noteSeen(now)
 		}
 	})
 	return sp.st
@@ -331,7 +331,7 @@ func (b *buffer) compactFIFOs() {
 // several groups is followed once, so a hot request ID costs O(spans), not
 // O(spans²).
 func (b *buffer) gather(r *group) *group {
-	if b.alone(r) {
+	if b.neverTied(r) {
 		return r
 	}
 	seenSpan, seenKey := b.seenSpan, b.seenKey
@@ -392,7 +392,7 @@ func (b *buffer) gather(r *group) *group {
 				bySpan(rec.parentID)
 			}
 			if key := m.reqKeyOf(rec); !key.empty() {
-				byReq(reqFold(key))
+				byReq(key.fold())
 			}
 		}
 	}
@@ -402,7 +402,7 @@ func (b *buffer) gather(r *group) *group {
 // merge folds unit o into unit r.
 func (b *buffer) merge(r, o *group) {
 	o.parent = r
-	rm := r.meet()
+	rm := r.tiesOrNew()
 	if rm.members == nil {
 		rm.members = []*group{r}
 	}
@@ -410,11 +410,11 @@ func (b *buffer) merge(r, o *group) {
 		rm.members = append(rm.members, o)
 	} else {
 		rm.members = append(rm.members, om...)
-		o.met.members = nil
+		o.ties.members = nil
 	}
 	r.spans.Add(o.spans.Load())
 	r.firstSeen = min(r.firstSeen, o.firstSeen)
-	r.seenAfter(o.lastSeen.Load())
+	r.noteSeen(o.lastSeen.Load())
 }
 
 // detach removes unit r from the buffer and its indexes and adds it to
@@ -423,10 +423,10 @@ func (b *buffer) merge(r, o *group) {
 func (b *buffer) detach(r *group, rel *release) {
 	u := &unit{groups: r.members(), spans: int(r.spans.Load())}
 	if u.groups == nil {
-		u.one[0] = r
-		u.groups = u.one[:]
+		u.single[0] = r
+		u.groups = u.single[:]
 	}
-	u.groupSpans = u.oneSpans[:]
+	u.groupSpans = u.singleSpans[:]
 	if len(u.groups) > 1 {
 		u.groupSpans = make([]int, len(u.groups))
 		// The stitch does not depend on the order gather met the groups
@@ -434,7 +434,7 @@ func (b *buffer) detach(r *group, rel *release) {
 		// a parent cycle is cut): records go in creation order.
 		slices.SortFunc(u.groups, func(a, b *group) int { return cmp.Compare(a.seq, b.seq) })
 	}
-	var touched uint32
+	var loads uint32
 	for k, m := range u.groups {
 		u.groupSpans[k] = len(m.recs)
 		m.released = true
@@ -443,13 +443,13 @@ func (b *buffer) detach(r *group, rel *release) {
 		}
 		for i := range m.recs {
 			k := spanKey(m.recs[i].spanID)
-			touched ^= b.keyShard(k).bySpanID.one.touch(k)
+			loads ^= b.keyShard(k).bySpanID.firsts.touch(k)
 		}
 	}
-	b.touched ^= touched
+	b.prefetched ^= loads
 	// gather followed every key of these spans, so whole keys can go, except
 	// byParent lists of a span's parent, which other units may share.
-	alone := b.alone(r)
+	tied := !b.neverTied(r)
 	var lastKey reqKey // a whole key goes at once: once per run of it
 	for _, m := range u.groups {
 		for i := range m.recs {
@@ -457,12 +457,12 @@ func (b *buffer) detach(r *group, rel *release) {
 			if k := spanKey(h.spanID); k != 0 {
 				ks := b.keyShard(k)
 				ks.bySpanID.delete(k)
-				if !alone { // else no other group's orphan waits for this span
+				if tied { // else no other group's orphan waits for this span
 					ks.byParent.delete(k)
 				}
 			}
 			if key := m.reqKeyOf(h); !key.empty() && key != lastKey {
-				k := reqFold(key)
+				k := key.fold()
 				b.keyShard(k).byReqKey.delete(k)
 				lastKey = key
 			}

@@ -10,21 +10,21 @@ import (
 
 const stitchedByAttribute = "tracestitch.stitched_by"
 
-// releaseBatch is the released units of one ConsumeTraces call (at most
+// outBatch is the released units of one ConsumeTraces call (at most
 // release_batch_max_spans spans, unless a lone unit is bigger), in one
 // ptrace.Traces: one ResourceSpans per received resource and one ScopeSpans
 // per received scope (a copy of each, shared by all the traces whose spans
 // arrived under it), so that a release costs a few copies and one call
 // downstream, not a copy and a call per trace.
-type releaseBatch struct {
+type outBatch struct {
 	td     ptrace.Traces
 	spans  int
 	res    map[*sourceResource]ptrace.ResourceSpans
 	scopes map[*source]ptrace.SpanSlice
 }
 
-func newReleaseBatch() *releaseBatch {
-	return &releaseBatch{
+func newOutBatch() *outBatch {
+	return &outBatch{
 		td:     ptrace.NewTraces(),
 		res:    map[*sourceResource]ptrace.ResourceSpans{},
 		scopes: map[*source]ptrace.SpanSlice{},
@@ -32,7 +32,7 @@ func newReleaseBatch() *releaseBatch {
 }
 
 // reset starts a new batch; the one handed on belongs to the next consumer.
-func (b *releaseBatch) reset() {
+func (b *outBatch) reset() {
 	b.td, b.spans = ptrace.NewTraces(), 0
 	clear(b.res)
 	clear(b.scopes)
@@ -41,7 +41,7 @@ func (b *releaseBatch) reset() {
 // add writes the unit's stitch decisions into its spans and moves them
 // into the batch. Spans are walked in the order their records were taken,
 // so record i is the i-th span of the unit.
-func (b *releaseBatch) add(u *unit, originalTraceIDAttr string) {
+func (b *outBatch) add(u *unit, originalTraceIDAttr string) {
 	res := &u.result
 	var orig originalIDs
 	var (
@@ -72,7 +72,7 @@ func (b *releaseBatch) add(u *unit, originalTraceIDAttr string) {
 }
 
 // scope returns the batch's copy of src, made on first use.
-func (b *releaseBatch) scope(src *source) ptrace.SpanSlice {
+func (b *outBatch) scope(src *source) ptrace.SpanSlice {
 	if dest, ok := b.scopes[src]; ok {
 		return dest
 	}
@@ -107,7 +107,7 @@ func (o *originalIDs) hexOf(id pcommon.TraceID) string {
 func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAttr string, orig *originalIDs) {
 	moved := res.traceID[i] != span.TraceID()
 	m := res.stitchedBy[i]
-	if added := b2i(moved) + b2i(m != methodNone); added > 0 {
+	if added := boolInt(moved) + boolInt(m != methodNone); added > 0 {
 		// grow the attributes once, by what is added (appending would
 		// double them)
 		attrs := span.Attributes()
@@ -135,7 +135,7 @@ func applyDecision(span ptrace.Span, res *stitchResult, i int, originalTraceIDAt
 	}
 }
 
-func b2i(b bool) int {
+func boolInt(b bool) int {
 	if b {
 		return 1
 	}
@@ -149,13 +149,13 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 	// Telemetry is recorded with a context of its own: a cancelled caller
 	// must not lose the counts.
 	tctx := context.WithoutCancel(ctx)
-	var tally releaseTally
+	var tally telemetryTally
 	left := 0
 	for _, u := range units {
 		left += u.spans
 	}
 	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left))
-	b := newReleaseBatch()
+	b := newOutBatch()
 	for _, u := range units {
 		tally.add(&u.result)
 		if ctx.Err() != nil {
@@ -173,7 +173,7 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 
 // send hands the batch to the next consumer and starts a new one; tctx
 // records telemetry (see emit).
-func (p *tracestitchProcessor) send(ctx, tctx context.Context, b *releaseBatch, tally *releaseTally) {
+func (p *tracestitchProcessor) send(ctx, tctx context.Context, b *outBatch, tally *telemetryTally) {
 	if b.spans == 0 {
 		return
 	}

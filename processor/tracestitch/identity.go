@@ -24,16 +24,12 @@ const (
 
 func (k reqKey) empty() bool { return k.form == reqKeyNone }
 
-// hash64 folds the key into the 64-bit key of the buffer's index (a
-// collision there only gathers more fragments; the stitcher compares whole
-// keys).
-func (k reqKey) hash64() uint64 {
-	return binary.LittleEndian.Uint64(k.b[:8]) ^ binary.LittleEndian.Uint64(k.b[8:]) ^ uint64(k.form)<<56
+// fold is the key's 64-bit key in the buffer's and the released-span
+// indexes, never 0 (a collision there only gathers more fragments; the
+// stitcher compares whole keys).
+func (k reqKey) fold() uint64 {
+	return max(binary.LittleEndian.Uint64(k.b[:8])^binary.LittleEndian.Uint64(k.b[8:])^uint64(k.form)<<56, 1)
 }
-
-// reqFold is a request ID's key in the buffer's index: its 64-bit fold (a
-// collision only gathers more; the stitcher compares whole keys), never 0.
-func reqFold(k reqKey) uint64 { return max(k.hash64(), 1) }
 
 // Seeds of the keyed hashes, random per process: inputs cannot be crafted
 // to collide.

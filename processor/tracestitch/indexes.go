@@ -20,7 +20,7 @@ func (b *buffer) indexKeys(sp *batchSplit) {
 		// the spans of a request mostly share its request ID: one op per
 		// run of a key in a fragment
 		if key := rec.reqKey; !key.empty() && (key != lastKey || sp.frag[i] != lastFrag) {
-			sp.addOp(b.keyShardOf(reqFold(key)), int32(i), opRequestID)
+			sp.addOp(b.keyShardOf(key.fold()), int32(i), opRequestID)
 			lastKey, lastFrag = key, sp.frag[i]
 		}
 	}
@@ -32,16 +32,16 @@ func (b *buffer) indexKeys(sp *batchSplit) {
 		ks := &b.keys[s]
 		ks.mu.Lock()
 		// Touching the slots first lets their cache misses overlap.
-		var touched uint32
+		var loads uint32
 		for _, op := range ops {
 			switch rec := &sp.recs[op.rec]; op.what {
 			case opSpan:
-				touched ^= ks.bySpanID.one.touch(spanKey(rec.spanID))
+				loads ^= ks.bySpanID.firsts.touch(spanKey(rec.spanID))
 			case opParent:
-				touched ^= ks.bySpanID.one.touch(spanKey(rec.parentID))
+				loads ^= ks.bySpanID.firsts.touch(spanKey(rec.parentID))
 			}
 		}
-		ks.touched ^= touched
+		ks.prefetched ^= loads
 		for _, op := range ops {
 			g, rec := sp.groups[sp.frag[op.rec]], &sp.recs[op.rec]
 			switch op.what {
@@ -83,15 +83,15 @@ func (b *buffer) indexParent(ks *keyShard, g *group, p pcommon.SpanID) bool {
 
 // indexRequestID indexes a request ID of g.
 func (b *buffer) indexRequestID(ks *keyShard, g *group, key reqKey) {
-	k := reqFold(key)
+	k := key.fold()
 	l := linkKey{req: true}
 	binary.LittleEndian.PutUint64(l.id[:], k)
 	b.link(g, ks.byReqKey.add(k, g), l)
 }
 
-// alone reports a unit of one group that never met another.
-func (b *buffer) alone(r *group) bool {
-	return r.met == nil && !b.gatherAlways
+// neverTied reports a unit of one group that never shared a key with another.
+func (b *buffer) neverTied(r *group) bool {
+	return r.ties == nil && !b.gatherAlways
 }
 
 // link notes that two groups share a key. The groups may be in any trace
@@ -104,7 +104,7 @@ func (b *buffer) link(g, other *group, k linkKey) {
 	for _, x := range [2]*group{g, other} {
 		mu := &b.linkMu[x.seq%linkStripes]
 		mu.Lock()
-		m := x.meet()
+		m := x.tiesOrNew()
 		if n := len(m.links); n == 0 || m.links[n-1] != k {
 			m.links = append(m.links, k)
 		}
@@ -117,13 +117,13 @@ func (b *buffer) link(g, other *group, k linkKey) {
 // indexing a span allocates nothing and, while the side map is empty,
 // costs one table operation.
 type multiIndex struct {
-	one  idTable
-	more map[uint64][]*group
-	refs *groupRefs
+	firsts idTable
+	more   map[uint64][]*group
+	refs   *groupRefs
 }
 
 func newMultiIndex(refs *groupRefs) multiIndex {
-	return multiIndex{one: newIDTable(), more: make(map[uint64][]*group), refs: refs}
+	return multiIndex{firsts: newIDTable(), more: make(map[uint64][]*group), refs: refs}
 }
 
 // multi reports whether k has more than one group.
@@ -138,7 +138,7 @@ func (x *multiIndex) multi(k uint64) bool {
 // add adds g under k and returns the key's first group before (nil if k
 // was new).
 func (x *multiIndex) add(k uint64, g *group) *group {
-	h, ok := x.one.add(k, g.ref)
+	h, ok := x.firsts.add(k, g.ref)
 	if !ok {
 		return nil
 	}
@@ -154,7 +154,7 @@ func (x *multiIndex) add(k uint64, g *group) *group {
 
 // first returns k's first group, nil if none.
 func (x *multiIndex) first(k uint64) *group {
-	if h, ok := x.one.get(k); ok {
+	if h, ok := x.firsts.get(k); ok {
 		return x.refs.get(h)
 	}
 	return nil
@@ -193,7 +193,7 @@ func (x *multiIndex) each(k uint64, f func(*group)) {
 }
 
 func (x *multiIndex) delete(k uint64) {
-	x.one.del(k)
+	x.firsts.del(k)
 	if len(x.more) > 0 {
 		delete(x.more, k)
 	}
@@ -207,7 +207,7 @@ func (x *multiIndex) dropReleased(k uint64) {
 	}
 	if !x.multi(k) {
 		if first.released {
-			x.one.del(k)
+			x.firsts.del(k)
 		}
 		return
 	}
@@ -223,7 +223,7 @@ func (x *multiIndex) dropReleased(k uint64) {
 	}
 	x.delete(k)
 	if len(keep) > 0 {
-		x.one.add(k, keep[0].ref)
+		x.firsts.add(k, keep[0].ref)
 		if len(keep) > 1 {
 			x.more[k] = keep[1:]
 		}

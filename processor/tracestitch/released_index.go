@@ -36,7 +36,7 @@ type releasedIndex struct {
 	byKey          map[uint64]uint64
 	indexedServers uint64
 
-	batches queue[releasedBatch]
+	batches queue[loggedRelease]
 	spans   queue[loggedSpan]
 	// indexedSeq: releases up to this sequence number are in bySpan.
 	indexedSeq uint64
@@ -72,9 +72,9 @@ type indexedServer struct {
 	prev uint64 // 1 + position of the previous server with the same fold, 0 for none
 }
 
-// releasedBatch is what one release added, as counts of the shared queues,
+// loggedRelease is what one release added, as counts of the shared queues,
 // so that it can be taken out again.
-type releasedBatch struct {
+type loggedRelease struct {
 	at                          int64
 	seq                         uint64
 	spans, traces, keys, finals int
@@ -103,7 +103,7 @@ func (x *releasedIndex) add(recs []spanRec, traceIDs []pcommon.TraceID, now time
 		return
 	}
 	x.nextSeq++
-	b := releasedBatch{at: now.UnixNano(), seq: x.nextSeq, finalsBase: x.finals.pushed, spansBase: x.spans.pushed}
+	b := loggedRelease{at: now.UnixNano(), seq: x.nextSeq, finalsBase: x.finals.pushed, spansBase: x.spans.pushed}
 	seq := uint32(b.seq)
 	finalOf := func(tid pcommon.TraceID) uint32 {
 		// A unit leaves with one trace ID or a few (disconnected fragments):
@@ -188,7 +188,7 @@ func (x *releasedIndex) dropOldest() {
 		pos := x.servers.popped + 1
 		srv := x.servers.pop()
 		// the newest with its fold leaving means all with it left
-		if h := srv.key.hash64(); pos <= x.indexedServers && x.byKey[h] == pos {
+		if h := srv.key.fold(); pos <= x.indexedServers && x.byKey[h] == pos {
 			delete(x.byKey, h)
 		}
 	}
@@ -276,7 +276,7 @@ func (x *releasedIndex) ingress(key reqKey, out []releasedServer) []releasedServ
 	var runKey, runPos uint64
 	for ; x.indexedServers < x.servers.pushed; x.indexedServers++ {
 		srv := x.servers.ptr(int(x.indexedServers - x.servers.popped))
-		h := srv.key.hash64()
+		h := srv.key.fold()
 		switch {
 		case runPos != 0 && h == runKey:
 			srv.prev = runPos
@@ -291,7 +291,7 @@ func (x *releasedIndex) ingress(key reqKey, out []releasedServer) []releasedServ
 	if runPos != 0 {
 		x.byKey[runKey] = runPos
 	}
-	for pos := x.byKey[key.hash64()]; pos > x.servers.popped; {
+	for pos := x.byKey[key.fold()]; pos > x.servers.popped; {
 		srv := x.servers.at(int(pos - 1 - x.servers.popped))
 		if srv.key == key {
 			out = append(out, srv.releasedServer)

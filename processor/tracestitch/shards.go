@@ -70,9 +70,9 @@ type keyShard struct {
 	byParent multiIndex
 	// byReqKey: groups holding a span with this request ID (by its 64-bit
 	// fold: a collision only gathers more, the stitcher compares whole keys).
-	byReqKey multiIndex
-	touched  uint32
-	_        [64]byte
+	byReqKey   multiIndex
+	prefetched uint32
+	_          [64]byte
 }
 
 type paddedMutex struct {

@@ -40,9 +40,9 @@ var (
 	}
 )
 
-// releaseTally sums the results of the units of one release, so that
+// telemetryTally sums the results of the units of one release, so that
 // telemetry is recorded once per release rather than once per trace.
-type releaseTally struct {
+type telemetryTally struct {
 	outcomes  [3]int64
 	stitches  [3]int64
 	ambiguous int64
@@ -51,7 +51,7 @@ type releaseTally struct {
 	blame     []string
 }
 
-func (t *releaseTally) add(res *stitchResult) {
+func (t *telemetryTally) add(res *stitchResult) {
 	for _, o := range res.traces {
 		t.outcomes[o]++
 	}
@@ -63,7 +63,7 @@ func (t *releaseTally) add(res *stitchResult) {
 	t.blame = append(t.blame, res.blame...)
 }
 
-func (p *tracestitchProcessor) record(ctx context.Context, t *releaseTally) {
+func (p *tracestitchProcessor) record(ctx context.Context, t *telemetryTally) {
 	for o, n := range t.outcomes {
 		if n > 0 {
 			p.tel.ProcessorTracestitchTraces.Add(ctx, n, outcomeAttrs[o])

@@ -24,14 +24,15 @@ type group struct {
 	spans     atomic.Int64
 	firstSeen int64        // ns on the buffer's clock
 	lastSeen  atomic.Int64 // ns; only grows
-	// met is what only groups that met another have (most never do).
-	met      *groupMet
+	// ties is what only groups tied to another by a shared key have (most
+	// never are).
+	ties     *groupTies
 	ref      uint32 // handle in the buffer's indexes
 	shard    uint8  // trace shard
 	released bool
 }
 
-type groupMet struct {
+type groupTies struct {
 	// members of a unit that merged, on its root (the root first).
 	members []*group
 	// links are the keys (span ID, parent, request ID) of this group that
@@ -42,24 +43,24 @@ type groupMet struct {
 }
 
 func (g *group) members() []*group {
-	if g.met == nil {
+	if g.ties == nil {
 		return nil
 	}
-	return g.met.members
+	return g.ties.members
 }
 
 func (g *group) links() []linkKey {
-	if g.met == nil {
+	if g.ties == nil {
 		return nil
 	}
-	return g.met.links
+	return g.ties.links
 }
 
-func (g *group) meet() *groupMet {
-	if g.met == nil {
-		g.met = &groupMet{}
+func (g *group) tiesOrNew() *groupTies {
+	if g.ties == nil {
+		g.ties = &groupTies{}
 	}
-	return g.met
+	return g.ties
 }
 
 // linkKey is a key a group shares with another: a span ID (held, or
@@ -106,8 +107,8 @@ func (g *group) findRoot() *group {
 	return g
 }
 
-// seenAfter records that a span of the unit arrived at now.
-func (g *group) seenAfter(now int64) {
+// noteSeen records that a span of the unit arrived at now.
+func (g *group) noteSeen(now int64) {
 	for {
 		last := g.lastSeen.Load()
 		if now <= last || g.lastSeen.CompareAndSwap(last, now) {
@@ -118,13 +119,13 @@ func (g *group) seenAfter(now int64) {
 
 // unit is a set of groups released together.
 type unit struct {
-	groups     []*group
-	groupSpans []int  // spans per group
-	rewrite    []bool // per group: some span is rewritten (nil: none)
-	result     stitchResult
-	spans      int
-	one        [1]*group // groups of a unit of one group, without allocating
-	oneSpans   [1]int
+	groups      []*group
+	groupSpans  []int  // spans per group
+	rewrite     []bool // per group: some span is rewritten (nil: none)
+	result      stitchResult
+	spans       int
+	single      [1]*group // groups of a unit of one group, without allocating
+	singleSpans [1]int
 }
 
 // heldRec is a buffered span's record as the buffer keeps it: the trace
