@@ -1,3 +1,5 @@
+// The buffer and its whole lock protocol: adds, releases, evictions, the flush.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
@@ -94,6 +96,107 @@ func newBuffer(cfg *Config) *buffer {
 		k.byReqKey = newMultiIndex(&b.refs)
 	}
 	return b
+}
+
+// release is the units of one release: detached from the buffer under its
+// exclusive lock, then stitched (see stitchStage) after the lock is let go.
+type release struct {
+	now   time.Time
+	units []*unit
+	// turn orders the stitch of releases as their detach was ordered.
+	turn uint64
+}
+
+// ingest adds a split batch. Batches are added concurrently, under the lock
+// held shared; only a batch that would take the buffer past
+// max_buffered_spans takes it exclusively. Over capacity, the oldest units
+// are detached before the lock is let go: the buffer never holds more, and
+// the caller carries the returned eviction downstream (nil when none).
+func (b *buffer) ingest(sp *batchSplit, now time.Time) (addStats, *release) {
+	b.lock.RLock()
+	added := b.reserve(sp.st.spans)
+	var st addStats
+	if added {
+		st = b.add(sp, now)
+	}
+	b.lock.RUnlock()
+	if added {
+		return st, nil
+	}
+	b.lockExclusive()
+	defer b.lock.Unlock()
+	b.spans.Add(int64(sp.st.spans))
+	st = b.add(sp, now)
+	if b.spans.Load() <= int64(b.maxSpans) {
+		return st, nil
+	}
+	eviction := b.newRelease(now)
+	b.evictOverCapacity(eviction)
+	return st, eviction
+}
+
+// takeDue detaches every unit whose wait is over at now.
+func (b *buffer) takeDue(now time.Time) *release { return b.take(now, (*buffer).detachDue) }
+
+// takeAll detaches every unit (Shutdown).
+func (b *buffer) takeAll(now time.Time) *release { return b.take(now, (*buffer).detachAll) }
+
+func (b *buffer) take(now time.Time, detach func(*buffer, *release)) *release {
+	b.lockExclusive()
+	defer b.lock.Unlock()
+	rel := b.newRelease(now)
+	detach(b, rel)
+	return rel
+}
+
+// newRelease starts a release at now, numbered in turn (exclusive lock).
+func (b *buffer) newRelease(now time.Time) *release {
+	rel := &release{now: now, turn: b.nextTurn}
+	b.nextTurn++
+	return rel
+}
+
+// bufferedSpans is the number of spans held (the count reserved by adds).
+func (b *buffer) bufferedSpans() int64 {
+	b.lock.RLock()
+	defer b.lock.RUnlock()
+	return b.spans.Load()
+}
+
+// retire hands stitched units back; the next exclusive section takes
+// their records back (see lockExclusive), so that a release does not take
+// the exclusive lock a second time.
+func (b *buffer) retire(units []*unit) {
+	if len(units) == 0 {
+		return
+	}
+	b.retiredMu.Lock()
+	b.retired = append(b.retired, units...)
+	b.retiredMu.Unlock()
+}
+
+// lockExclusive takes the lock exclusively and first takes back the
+// records of retired units.
+func (b *buffer) lockExclusive() {
+	b.lock.Lock()
+	b.recycleRetired()
+}
+
+// recycleRetired puts the record slices of retired units back into their
+// shards' pools (under the exclusive lock, see lockExclusive).
+func (b *buffer) recycleRetired() {
+	b.retiredMu.Lock()
+	units := b.retired
+	b.retired = nil
+	b.retiredMu.Unlock()
+	for _, u := range units {
+		for _, m := range u.groups {
+			ts := &b.traces[m.shard]
+			ts.recs.put(m.recs)
+			ts.exts.put(m.ext)
+			m.recs, m.ext = nil, nil
+		}
+	}
 }
 
 type addStats struct {
@@ -195,30 +298,18 @@ func (b *buffer) newGroup(ts *traceShard, shard uint8, seq uint64, tid pcommon.T
 // clock converts a time to nanoseconds on the buffer's clock.
 func (b *buffer) clock(t time.Time) int64 { return int64(t.Sub(b.epoch)) }
 
-// hold keeps the record of a span moved into group g of shard ts (its
-// lock held); orphan: its parent was not in g when it was indexed.
-func (ts *traceShard) hold(g *group, rec *spanRec, orphan bool) {
-	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: uint8(rec.kind), ext: -1}
-	h.set(orphanAtIngest, orphan)
-	if rec.hasExt() {
-		ts.keepExt(g, &h, rec)
-	}
-	g.recs = ts.recs.reserve(g.recs, 1) // room was made per fragment in add
-	g.recs = append(g.recs, h)
+// traceShardOf hashes a trace ID's low 64 bits (all of a 64-bit one).
+func (b *buffer) traceShardOf(tid pcommon.TraceID) int {
+	return int(mix64(binary.LittleEndian.Uint64(tid[8:])^b.shardSeed) >> (64 - traceShardBits))
 }
 
-// keepExt stores the request ID and instance fields of rec for g's held
-// record h.
-func (ts *traceShard) keepExt(g *group, h *heldRec, rec *spanRec) {
-	g.ext = ts.exts.reserve(g.ext, 1)
-	h.ext = int32(len(g.ext))
-	g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
+// keyShardOf hashes with a seed of its own (not the idTables'), so a
+// shard's keys still spread over its tables.
+func (b *buffer) keyShardOf(k uint64) int {
+	return int(mix64(k^b.keySeed) >> (64 - keyShardBits))
 }
 
-// indexSpan, indexParent and indexRequestID record a span's keys in the
-// key shard ks (its lock held) and note every meeting with another group
-// (see groupMet.links); each relation gather follows is noticed by
-// whichever of its two ends arrives second.
+func (b *buffer) keyShard(k uint64) *keyShard { return &b.keys[b.keyShardOf(k)] }
 
 // deadline of a unit root: a quiet period after its newest span, capped at
 // max_wait after its first.
@@ -478,105 +569,4 @@ func (b *buffer) detach(r *group, rel *release) {
 	}
 	b.spans.Add(-int64(u.spans))
 	rel.units = append(rel.units, u)
-}
-
-// release is the units of one release: detached from the buffer under its
-// exclusive lock, then stitched (see stitchStage) after the lock is let go.
-type release struct {
-	now   time.Time
-	units []*unit
-	// turn orders the stitch of releases as their detach was ordered.
-	turn uint64
-}
-
-// ingest adds a split batch. Batches are added concurrently, under the lock
-// held shared; only a batch that would take the buffer past
-// max_buffered_spans takes it exclusively. Over capacity, the oldest units
-// are detached before the lock is let go: the buffer never holds more, and
-// the caller carries the returned eviction downstream (nil when none).
-func (b *buffer) ingest(sp *batchSplit, now time.Time) (addStats, *release) {
-	b.lock.RLock()
-	added := b.reserve(sp.st.spans)
-	var st addStats
-	if added {
-		st = b.add(sp, now)
-	}
-	b.lock.RUnlock()
-	if added {
-		return st, nil
-	}
-	b.lockExclusive()
-	defer b.lock.Unlock()
-	b.spans.Add(int64(sp.st.spans))
-	st = b.add(sp, now)
-	if b.spans.Load() <= int64(b.maxSpans) {
-		return st, nil
-	}
-	eviction := b.newRelease(now)
-	b.evictOverCapacity(eviction)
-	return st, eviction
-}
-
-// takeDue detaches every unit whose wait is over at now.
-func (b *buffer) takeDue(now time.Time) *release { return b.take(now, (*buffer).detachDue) }
-
-// takeAll detaches every unit (Shutdown).
-func (b *buffer) takeAll(now time.Time) *release { return b.take(now, (*buffer).detachAll) }
-
-func (b *buffer) take(now time.Time, detach func(*buffer, *release)) *release {
-	b.lockExclusive()
-	defer b.lock.Unlock()
-	rel := b.newRelease(now)
-	detach(b, rel)
-	return rel
-}
-
-// newRelease starts a release at now, numbered in turn (exclusive lock).
-func (b *buffer) newRelease(now time.Time) *release {
-	rel := &release{now: now, turn: b.nextTurn}
-	b.nextTurn++
-	return rel
-}
-
-// bufferedSpans is the number of spans held (the count reserved by adds).
-func (b *buffer) bufferedSpans() int64 {
-	b.lock.RLock()
-	defer b.lock.RUnlock()
-	return b.spans.Load()
-}
-
-// lockExclusive takes the lock exclusively and first takes back the
-// records of retired units.
-func (b *buffer) lockExclusive() {
-	b.lock.Lock()
-	b.recycleRetired()
-}
-
-// retire hands stitched units back; the next exclusive section takes
-// their records back (see lockExclusive), so that a release does not take
-// the exclusive lock a second time.
-func (b *buffer) retire(units []*unit) {
-	if len(units) == 0 {
-		return
-	}
-	b.retiredMu.Lock()
-	b.retired = append(b.retired, units...)
-	b.retiredMu.Unlock()
-}
-
-// recycleRetired puts the record slices of retired units back into their
-// shards' pools (under the exclusive lock, see lockExclusive).
-func (b *buffer) recycleRetired() {
-	b.retiredMu.Lock()
-	units := b.retired
-	b.retired = nil
-	b.retiredMu.Unlock()
-	for _, u := range units {
-		for _, m := range u.groups {
-			ts := &b.traces[m.shard]
-			ts.recs.put(m.recs)
-			ts.exts.put(m.ext)
-			m.recs, m.ext = nil, nil
-		}
-	}
 }

@@ -1,3 +1,5 @@
+// The deadline heap one ticker serves.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 // deadlineEntry is a unit root's deadline; seq breaks ties, so that the

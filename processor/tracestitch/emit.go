@@ -1,3 +1,5 @@
+// Emit: stitched units rewritten and handed downstream in shared calls.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

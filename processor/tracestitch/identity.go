@@ -1,3 +1,5 @@
+// Keys: request IDs, instance identities, span IDs and interned service names.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

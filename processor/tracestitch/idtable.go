@@ -1,3 +1,5 @@
+// The open-addressing table of span IDs behind the indexes.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import "math/rand/v2"

@@ -1,3 +1,5 @@
+// The span-ID, parent and request-ID indexes that find the fragments of one request.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
@@ -56,6 +58,11 @@ func (b *buffer) indexKeys(sp *batchSplit) {
 		ks.mu.Unlock()
 	}
 }
+
+// indexSpan, indexParent and indexRequestID record a span's keys in the
+// key shard ks (its lock held) and note every meeting with another group
+// (see groupTies.links); each relation gather follows is noticed by
+// whichever of its two ends arrives second.
 
 func (b *buffer) indexSpan(ks *keyShard, g *group, id pcommon.SpanID) {
 	k := spanKey(id)

@@ -1,3 +1,5 @@
+// Pooled slices, FIFO queues and scratch slices.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import "slices" // slicePool recycles the record slices of released groups: records are the

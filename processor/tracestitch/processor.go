@@ -1,3 +1,5 @@
+// Lifecycle and ConsumeTraces: the wiring of the stages a span goes through.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

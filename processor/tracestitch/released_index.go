@@ -1,3 +1,5 @@
+// The index of released spans that late fragments join through.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

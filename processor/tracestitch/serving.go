@@ -1,3 +1,5 @@
+// The serving index: when each instance was serving a request.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

@@ -1,7 +1,8 @@
+// The trace and key shards the buffer is split into, and group handles.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (
-	"encoding/binary"
 	"math/bits"
 	"sync"
 
@@ -80,19 +81,6 @@ type paddedMutex struct {
 	_ [56]byte
 }
 
-// traceShardOf hashes a trace ID's low 64 bits (all of a 64-bit one).
-func (b *buffer) traceShardOf(tid pcommon.TraceID) int {
-	return int(mix64(binary.LittleEndian.Uint64(tid[8:])^b.shardSeed) >> (64 - traceShardBits))
-}
-
-// keyShardOf hashes with a seed of its own (not the idTables'), so a
-// shard's keys still spread over its tables.
-func (b *buffer) keyShardOf(k uint64) int {
-	return int(mix64(k^b.keySeed) >> (64 - keyShardBits))
-}
-
-func (b *buffer) keyShard(k uint64) *keyShard { return &b.keys[b.keyShardOf(k)] }
-
 // groupRefs hands out 32-bit handles for groups, so that the indexes hold
 // no pointers. A handle's low bits name its group's trace shard, which
 // hands it out under its lock. A shard's groups live in segments that never
@@ -147,4 +135,24 @@ func (r *groupRefs) release(h uint32) {
 	seg, off := refSegment(local)
 	s.segs[seg][off] = nil
 	s.free = append(s.free, local)
+}
+
+// hold keeps the record of a span moved into group g of shard ts (its
+// lock held); orphan: its parent was not in g when it was indexed.
+func (ts *traceShard) hold(g *group, rec *spanRec, orphan bool) {
+	h := heldRec{spanID: rec.spanID, parentID: rec.parentID, service: rec.service, kind: uint8(rec.kind), ext: -1}
+	h.set(orphanAtIngest, orphan)
+	if rec.hasExt() {
+		ts.keepExt(g, &h, rec)
+	}
+	g.recs = ts.recs.reserve(g.recs, 1) // room was made per fragment in add
+	g.recs = append(g.recs, h)
+}
+
+// keepExt stores the request ID and instance fields of rec for g's held
+// record h.
+func (ts *traceShard) keepExt(g *group, h *heldRec, rec *spanRec) {
+	g.ext = ts.exts.reserve(g.ext, 1)
+	h.ext = int32(len(g.ext))
+	g.ext = append(g.ext, heldExt{start: rec.start, end: rec.end, instance: rec.instance, reqKey: rec.reqKey})
 }

@@ -1,3 +1,5 @@
+// Span records: what the stitcher needs of a span, read once on arrival.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

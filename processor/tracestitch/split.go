@@ -1,3 +1,5 @@
+// Batch splitting: an incoming batch regrouped by trace ID and read into records, before any lock.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

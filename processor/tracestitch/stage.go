@@ -1,3 +1,5 @@
+// The stitch stage: releases stitched in turn, outside the buffer lock.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

@@ -1,3 +1,5 @@
+// The stitcher: parents, trace IDs and outcomes of a unit, as a pure function.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

@@ -1,3 +1,5 @@
+// Telemetry: the metrics of a release, recorded once per release.
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

@@ -1,3 +1,5 @@
+// Groups (the buffered spans of one trace ID) and units (groups released together).
+
 package tracestitch // import "github.com/tracestitch/tracestitch/processor/tracestitch"
 
 import (

@@ -2,7 +2,6 @@ package tracestitch
 
 import (
 	"testing"
-	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -35,9 +34,30 @@ func TestSlicePoolClasses(t *testing.T) {
 	require.Equal(t, poolMax/traceShards, p.pooled, "a shard's share of the bound")
 }
 
-// TestHeldSizes keeps the per-span and per-trace memory the README states.
-func TestHeldSizes(t *testing.T) {
-	require.Equal(t, uintptr(24), unsafe.Sizeof(heldRec{}), "record per buffered span")
-	require.Equal(t, uintptr(48), unsafe.Sizeof(heldExt{}), "extra per span with a request ID")
-	require.LessOrEqual(t, unsafe.Sizeof(group{}), uintptr(144), "per buffered trace ID")
+// TestQueueAcrossChunks pushes and pops across chunk boundaries and checks
+// positions, which the released index uses to address its entries.
+func TestQueueAcrossChunks(t *testing.T) {
+	var q queue[int]
+	next, oldest := 0, 0
+	for round := 0; round < 5; round++ {
+		for range 3*queueChunk/2 + round {
+			q.push(next)
+			next++
+		}
+		require.Equal(t, next-oldest, q.len())
+		require.Equal(t, oldest, q.at(0))
+		require.Equal(t, next-1, q.fromEnd(0))
+		require.Equal(t, oldest+q.len()/2, q.at(q.len()/2))
+		for range q.len() - round {
+			require.Equal(t, oldest, q.pop())
+			oldest++
+		}
+		require.Equal(t, uint64(oldest), q.popped)
+		require.Equal(t, uint64(next), q.pushed)
+	}
+	for q.len() > 0 {
+		require.Equal(t, oldest, q.pop())
+		oldest++
+	}
+	require.LessOrEqual(t, len(q.spare), 4)
 }
