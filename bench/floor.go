@@ -20,13 +20,13 @@ import (
 //
 // Given moves, it is the rewrite floor: the same pass, which also moves
 // each fragment into the trace the stitch decisions put it in, with the
-// rewrite every stitcher's output needs (issue 1): the new trace ID and the
+// rewrite every stitcher's output needs: the new trace ID and the
 // original one kept in an attribute, on every moved span. The decisions are
 // given (the simulator's ground truth), so it finds nothing; it is the
 // cheapest pass that produces stitched output.
 //
 // With index set, it is the index floor: the rewrite floor plus the least
-// span-ID bookkeeping that issues 3 and 6 ask of any stitcher. Every
+// span-ID bookkeeping any stitcher needs. Every
 // buffered span is findable by its span ID (an orphan's parent is looked
 // for among all buffered spans), and every released span is kept for late
 // fragments with the trace it left in. Per span that is one insert into a
