@@ -146,6 +146,7 @@ func (b *buffer) take(now time.Time, detach func(*buffer, *release)) *release {
 	defer b.lock.Unlock()
 	rel := b.newRelease(now)
 	detach(b, rel)
+	b.serving.expire(b.clock(now))
 	return rel
 }
 

@@ -70,7 +70,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*t
 		tick:   tickInterval(cfg.WaitDuration),
 		blamed: map[string]bool{},
 		buf:    buf,
-		stage:  newStitchStage(cfg, buf.names, buf.serving, buf.epoch),
+		stage:  newStitchStage(cfg, buf.names, buf.serving),
 	}, nil
 }
 

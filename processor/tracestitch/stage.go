@@ -4,7 +4,6 @@ package tracestitch // import "github.com/tracestitch/tracestitch/processor/trac
 
 import (
 	"sync"
-	"time"
 )
 
 // stitchStage decides how detached units are stitched and keeps the
@@ -23,12 +22,10 @@ type stitchStage struct {
 	opts     stitchOptions
 	stitcher *stitcher
 	released *releasedIndex
-	serving  *servingIndex
-	epoch    time.Time // the buffer's clock origin (see buffer.clock)
 	recs     []spanRec // scratch: the records of the unit being stitched
 }
 
-func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex, epoch time.Time) *stitchStage {
+func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex) *stitchStage {
 	entry := map[serviceID]bool{}
 	for _, svc := range cfg.EntryPoints.Services {
 		if id := names.intern(svc); id != 0 {
@@ -43,8 +40,6 @@ func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex, epo
 			serving:     serving,
 			entryPoints: entry,
 		},
-		serving:  serving,
-		epoch:    epoch,
 		stitcher: newStitcher(names),
 		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 	}
@@ -75,7 +70,6 @@ func (st *stitchStage) run(rel *release) []*unit {
 	// Expire after releasing: units released now may still use entries
 	// that are due to expire now.
 	st.released.expire(rel.now)
-	st.serving.expire(int64(rel.now.Sub(st.epoch)))
 	if cap(st.recs) > poolMax {
 		st.recs = nil // do not keep the scratch of a huge unit
 	}
