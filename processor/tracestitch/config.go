@@ -20,8 +20,24 @@ const (
 	StitchModeLink StitchMode = "link"
 )
 
+// Mode says what the processor does with the traces it buffers.
+type Mode string
+
+const (
+	// ModeStitch stitches fragments into traces and counts outcomes.
+	ModeStitch Mode = "stitch"
+	// ModeKey stitches nothing: it writes on every span of a released trace
+	// one key that all fragments of its request share, for a load-balancing
+	// exporter to route by (see KeyAttribute).
+	ModeKey Mode = "key"
+)
+
 // Config is the configuration of the tracestitch processor.
 type Config struct {
+	// Mode is stitch (default) or key.
+	Mode Mode `mapstructure:"mode"`
+	// KeyAttribute is the span attribute key mode writes.
+	KeyAttribute string `mapstructure:"key_attribute"`
 	// WaitDuration is the quiet period after a trace's newest span before the
 	// trace is released.
 	WaitDuration time.Duration `mapstructure:"wait_duration"`
@@ -84,6 +100,15 @@ var _ component.Config = (*Config)(nil)
 // Validate checks the configuration; every error names the offending key.
 func (c *Config) Validate() error {
 	var errs []error
+	switch c.Mode {
+	case ModeStitch:
+	case ModeKey:
+		if c.KeyAttribute == "" {
+			errs = append(errs, errors.New("key_attribute must not be empty when mode is key"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("mode must be %q or %q, got %q", ModeStitch, ModeKey, c.Mode))
+	}
 	if c.WaitDuration <= 0 {
 		errs = append(errs, fmt.Errorf("wait_duration must be greater than 0, got %v", c.WaitDuration))
 	}

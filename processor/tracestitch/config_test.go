@@ -29,6 +29,8 @@ func TestLoadConfig(t *testing.T) {
 	def, err := loadConfig(t, "")
 	require.NoError(t, err)
 	assert.Equal(t, &Config{
+		Mode:                     ModeStitch,
+		KeyAttribute:             "tracestitch.stitch_key",
 		WaitDuration:             5 * time.Second,
 		MaxWait:                  60 * time.Second,
 		MaxBufferedSpans:         500_000,
@@ -47,6 +49,8 @@ func TestLoadConfig(t *testing.T) {
 	custom, err := loadConfig(t, "custom")
 	require.NoError(t, err)
 	assert.Equal(t, &Config{
+		Mode:                     ModeKey,
+		KeyAttribute:             "route.key",
 		WaitDuration:             2 * time.Second,
 		MaxWait:                  30 * time.Second,
 		MaxBufferedSpans:         1000,
@@ -82,6 +86,8 @@ func TestInvalidConfig(t *testing.T) {
 		"negative_index":             "max_index_entries must not be negative",
 		"zero_release_batch":         "release_batch_max_spans must be greater than 0",
 		"empty_entry_point":          "entry_points.services[0] must not be empty",
+		"bad_mode":                   `mode must be "stitch" or "key", got "route"`,
+		"key_mode_without_attribute": "key_attribute must not be empty when mode is key",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := loadConfig(t, name)

@@ -158,11 +158,15 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 	}
 	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left))
 	b := newOutBatch()
+	now := p.now()
 	for _, u := range units {
 		tally.add(&u.result)
 		if ctx.Err() != nil {
 			p.drop(tctx, u.spans, reasonShutdown, ctx.Err())
 			continue
+		}
+		if p.keys != nil {
+			p.keys.label(u, now, &tally.keys)
 		}
 		if b.spans > 0 && b.spans+u.spans > p.cfg.ReleaseBatchMaxSpans {
 			p.send(ctx, tctx, b, &tally)

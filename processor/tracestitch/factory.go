@@ -16,6 +16,7 @@ const (
 	defaultMaxWait          = 60 * time.Second
 	defaultMaxBufferedSpans = 500_000
 	defaultOriginalTraceID  = "tracestitch.original_trace_id"
+	defaultKeyAttribute     = "tracestitch.stitch_key"
 	defaultLateSpanTTL      = 60 * time.Second
 	defaultMaxIndexEntries  = 1_000_000
 	// the batch processor's default send_batch_size
@@ -33,6 +34,8 @@ func NewFactory() processor.Factory {
 
 func createDefaultConfig() component.Config {
 	return &Config{
+		Mode:                     ModeStitch,
+		KeyAttribute:             defaultKeyAttribute,
 		WaitDuration:             defaultWaitDuration,
 		MaxWait:                  defaultMaxWait,
 		MaxBufferedSpans:         defaultMaxBufferedSpans,

@@ -45,6 +45,8 @@ type tracestitchProcessor struct {
 	// buf numbers its releases; stage stitches them in that order.
 	buf   *buffer
 	stage *stitchStage
+	// keys labels released traces in key mode (nil in stitch mode).
+	keys *keyLabeler
 
 	lifecycle sync.Mutex
 	started   bool
@@ -61,7 +63,12 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*t
 		return nil, err
 	}
 	buf := newBuffer(cfg)
+	var keys *keyLabeler
+	if cfg.Mode == ModeKey {
+		keys = newKeyLabeler(cfg)
+	}
 	return &tracestitchProcessor{
+		keys:   keys,
 		cfg:    cfg,
 		logger: set.Logger,
 		next:   next,
@@ -93,8 +100,14 @@ func (p *tracestitchProcessor) Start(context.Context, component.Host) error {
 	p.started = true
 	// Every outcome exists from the start, so that a share computed from
 	// them has data before the first trace of each kind is released.
-	for o := range outcomeAttrs {
-		p.tel.ProcessorTracestitchTraces.Add(context.Background(), 0, outcomeAttrs[o])
+	if p.keys != nil {
+		for src := range keySourceAttrs {
+			p.tel.ProcessorTracestitchKeys.Add(context.Background(), 0, keySourceAttrs[src])
+		}
+	} else {
+		for o := range outcomeAttrs {
+			p.tel.ProcessorTracestitchTraces.Add(context.Background(), 0, outcomeAttrs[o])
+		}
 	}
 	p.stop = make(chan struct{})
 	p.done = make(chan struct{})

@@ -22,7 +22,9 @@ type stitchStage struct {
 	opts     stitchOptions
 	stitcher *stitcher
 	released *releasedIndex
-	recs     []spanRec // scratch: the records of the unit being stitched
+	// keyOnly: key mode, where units leave unstitched (see keyLabeler).
+	keyOnly bool
+	recs    []spanRec // scratch: the records of the unit being stitched
 }
 
 func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex) *stitchStage {
@@ -40,6 +42,7 @@ func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex) *st
 			serving:     serving,
 			entryPoints: entry,
 		},
+		keyOnly:  cfg.Mode == ModeKey,
 		stitcher: newStitcher(names),
 		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
 	}
@@ -58,6 +61,9 @@ func (st *stitchStage) run(rel *release) []*unit {
 		st.waiting--
 	}
 	for _, u := range rel.units {
+		if st.keyOnly {
+			continue
+		}
 		recs := st.recs[:0]
 		for _, m := range u.groups {
 			recs = m.expand(recs)

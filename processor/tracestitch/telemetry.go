@@ -40,11 +40,18 @@ var (
 		methodParentID:  metric.WithAttributes(attribute.String("method", methodParentID.String())),
 		methodRequestID: metric.WithAttributes(attribute.String("method", methodRequestID.String())),
 	}
+	keySourceAttrs = func() (a [keySources]metric.AddOption) {
+		for s := range keySources {
+			a[s] = metric.WithAttributes(attribute.String("source", s.String()))
+		}
+		return a
+	}()
 )
 
 // telemetryTally sums the results of the units of one release, so that
 // telemetry is recorded once per release rather than once per trace.
 type telemetryTally struct {
+	keys      keyTally
 	outcomes  [3]int64
 	stitches  [3]int64
 	ambiguous int64
@@ -81,6 +88,14 @@ func (p *tracestitchProcessor) record(ctx context.Context, t *telemetryTally) {
 	}
 	if t.lateSpans > 0 {
 		p.tel.ProcessorTracestitchLateSpans.Add(ctx, t.lateSpans)
+	}
+	for src, n := range t.keys.sources {
+		if n > 0 {
+			p.tel.ProcessorTracestitchKeys.Add(ctx, n, keySourceAttrs[src])
+		}
+	}
+	if t.keys.conflicts > 0 {
+		p.tel.ProcessorTracestitchKeyConflicts.Add(ctx, t.keys.conflicts)
 	}
 	if t.released > 0 {
 		p.tel.ProcessorTracestitchSpansReleased.Add(ctx, t.released)

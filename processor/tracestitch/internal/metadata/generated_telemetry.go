@@ -28,6 +28,8 @@ type TelemetryBuilder struct {
 	registrations                         []metric.Registration
 	ProcessorTracestitchAmbiguous         metric.Int64Counter
 	ProcessorTracestitchBrokenPropagation metric.Int64Counter
+	ProcessorTracestitchKeyConflicts      metric.Int64Counter
+	ProcessorTracestitchKeys              metric.Int64Counter
 	ProcessorTracestitchLateSpans         metric.Int64Counter
 	ProcessorTracestitchRequestIDInvalid  metric.Int64Counter
 	ProcessorTracestitchSpansBuffered     metric.Int64UpDownCounter
@@ -78,6 +80,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_tracestitch_broken_propagation",
 		metric.WithDescription("Fragments left disconnected because their trace context was lost, by the service whose instance made the call without it (fragments the processor stitched are not counted). [Development]"),
 		metric.WithUnit("{fragments}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTracestitchKeyConflicts, err = builder.meter.Int64Counter(
+		"otelcol_processor_tracestitch_key_conflicts",
+		metric.WithDescription("Traces released in key mode whose spans carry two or more different request IDs (the key is the root's, or the first found). [Development]"),
+		metric.WithUnit("{traces}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTracestitchKeys, err = builder.meter.Int64Counter(
+		"otelcol_processor_tracestitch_keys",
+		metric.WithDescription("Traces released in key mode, by where their stitch key came from. [Development]"),
+		metric.WithUnit("{traces}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTracestitchLateSpans, err = builder.meter.Int64Counter(

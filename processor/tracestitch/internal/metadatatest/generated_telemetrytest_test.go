@@ -21,6 +21,8 @@ func TestSetupTelemetry(t *testing.T) {
 	defer tb.Shutdown()
 	tb.ProcessorTracestitchAmbiguous.Add(context.Background(), 1)
 	tb.ProcessorTracestitchBrokenPropagation.Add(context.Background(), 1)
+	tb.ProcessorTracestitchKeyConflicts.Add(context.Background(), 1)
+	tb.ProcessorTracestitchKeys.Add(context.Background(), 1)
 	tb.ProcessorTracestitchLateSpans.Add(context.Background(), 1)
 	tb.ProcessorTracestitchRequestIDInvalid.Add(context.Background(), 1)
 	tb.ProcessorTracestitchSpansBuffered.Add(context.Background(), 1)
@@ -34,6 +36,12 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTracestitchBrokenPropagation(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTracestitchKeyConflicts(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTracestitchKeys(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTracestitchLateSpans(t, testTel,
