@@ -36,6 +36,11 @@ if timeout 20 "$BIN" --config "$WORK/bad.yaml" > "$WORK/bad.log" 2>&1; then
 fi
 grep -q "max_buffered_spans must be greater than 0" "$WORK/bad.log" || { cat "$WORK/bad.log"; echo "FAIL: error does not name the key"; exit 1; }
 
+echo "smoke: validating the deployment configs"
+for f in deploy/collector-two-stage.yaml deploy/collector-front.yaml; do
+  "$BIN" validate --config "$f" || { echo "FAIL: $f does not validate"; exit 1; }
+done
+
 echo "smoke: starting $BIN"
 "$BIN" --config config.yaml > "$WORK/collector.log" 2>&1 &
 PID=$!
