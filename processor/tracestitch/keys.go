@@ -143,17 +143,11 @@ func (l *keyLabeler) compute(g *group) (key string, src keySource, conflict bool
 // with character 14 (Envoy's trace reason) masked, in lower case; any other
 // value as it is.
 func (l *keyLabeler) requestID(span ptrace.Span) (string, bool) {
-	attrs := span.Attributes()
-	for _, k := range l.requestIDKeys {
-		v, ok := attrs.Get(k)
-		if !ok {
-			continue
-		}
-		if s, ok := requestIDValue(v); ok {
-			return canonicalRequestID(s), true
-		}
+	s, ok, _ := firstRequestID(span.Attributes(), l.requestIDKeys)
+	if !ok {
+		return "", false
 	}
-	return "", false
+	return canonicalRequestID(s), true
 }
 
 // canonicalRequestID writes a request ID the way requestIDKey compares it.

@@ -109,16 +109,9 @@ func (r *recReader) read(span ptrace.Span, res resourceIdentity, service service
 		return rec, false
 	}
 	attrs := span.Attributes()
-	for _, k := range r.requestIDKeys {
-		v, ok := attrs.Get(k)
-		if !ok {
-			continue
-		}
-		if s, ok := requestIDValue(v); ok {
-			rec.reqKey = requestIDKey(s)
-			break
-		}
-		invalid = true
+	s, ok, invalid := firstRequestID(attrs, r.requestIDKeys)
+	if ok {
+		rec.reqKey = requestIDKey(s)
 	}
 	instance := res.value
 	// the span's own value counts for every key up to the resource's
@@ -130,6 +123,22 @@ func (r *recReader) read(span ptrace.Span, res resourceIdentity, service service
 	}
 	rec.instance = instanceKey(instance)
 	return rec, invalid
+}
+
+// firstRequestID returns the first usable request ID among keys, and
+// whether an unusable value was passed over before it.
+func firstRequestID(attrs pcommon.Map, keys []string) (id string, ok, invalid bool) {
+	for _, k := range keys {
+		v, found := attrs.Get(k)
+		if !found {
+			continue
+		}
+		if s, usable := requestIDValue(v); usable {
+			return s, true, invalid
+		}
+		invalid = true
+	}
+	return "", false, invalid
 }
 
 // requestIDValue accepts a non-empty string of at most maxRequestIDLen bytes,
