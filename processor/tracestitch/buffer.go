@@ -37,7 +37,8 @@ type buffer struct {
 	keys   [keyShards]keyShard
 	refs   groupRefs
 	names  *serviceTable
-	// serving is the SERVER spans' time ranges by instance (own lock).
+	// serving is the SERVER spans' time ranges by instance (own lock); nil
+	// in key mode, where no outcome is judged.
 	serving *servingIndex
 	// linkMu guards groups' met, by stripe: a link writes to two groups
 	// that may belong to any shards.
@@ -72,11 +73,8 @@ type buffer struct {
 
 func newBuffer(cfg *Config) *buffer {
 	b := &buffer{
-		epoch: time.Now(),
-		names: newServiceTable(),
-		// a fragment root is released within max_wait of its first span,
-		// and late ones follow within late_span_ttl
-		serving:   newServingIndex(int64(2*cfg.MaxWait+cfg.LateSpanTTL), cfg.MaxBufferedSpans+cfg.MaxIndexEntries),
+		epoch:     time.Now(),
+		names:     newServiceTable(),
 		wait:      cfg.WaitDuration,
 		maxWait:   cfg.MaxWait,
 		maxSpans:  cfg.MaxBufferedSpans,
@@ -85,6 +83,11 @@ func newBuffer(cfg *Config) *buffer {
 		keySeed:   rand.Uint64(),
 		seenSpan:  make(map[pcommon.SpanID]struct{}),
 		seenKey:   make(map[uint64]struct{}),
+	}
+	if cfg.Mode != ModeKey {
+		// a fragment root is released within max_wait of its first span,
+		// and late ones follow within late_span_ttl
+		b.serving = newServingIndex(int64(2*cfg.MaxWait+cfg.LateSpanTTL), cfg.MaxBufferedSpans+cfg.MaxIndexEntries)
 	}
 	for i := range b.traces {
 		b.traces[i].groups = make(map[pcommon.TraceID]*group)

@@ -60,8 +60,11 @@ func newServingIndex(retention int64, maxEntries int) *servingIndex {
 }
 
 // add records the SERVER spans of recs that name their instance; now is
-// the buffer's clock.
+// the buffer's clock. A nil index records nothing.
 func (x *servingIndex) add(recs []spanRec, now int64) {
+	if x == nil {
+		return
+	}
 	var last servingBucketRef // a batch's spans mostly come by instance and time
 	var in *instanceServing
 	var b *servingBucket
@@ -107,6 +110,9 @@ func (x *servingIndex) bucket(instance uint64, k, now int64) (*instanceServing, 
 
 // expire drops the buckets made more than the retention before now.
 func (x *servingIndex) expire(now int64) {
+	if x == nil {
+		return
+	}
 	x.mu.Lock()
 	x.trim(now)
 	x.mu.Unlock()

@@ -35,14 +35,6 @@ type spanRec struct {
 // find one for it.
 func (r *spanRec) requestIDRuleApplies() bool { return !r.reqKey.empty() && r.instance != 0 }
 
-// requestIDOrphan: a span without parent, not an ingress, that the
-// request-ID rule may hang under an ingress span (see
-// stitcher.isRequestIDOrphan, which also knows whether the parent field
-// resolved).
-func (r *spanRec) requestIDOrphan() bool {
-	return r.parentID.IsEmpty() && r.kind != ptrace.SpanKindServer && r.requestIDRuleApplies()
-}
-
 // ingressCandidate: a SERVER span the request-ID rule may hang an orphan
 // under (in the unit, or among released spans).
 func (r *spanRec) ingressCandidate() bool {

@@ -39,12 +39,14 @@ func newStitchStage(cfg *Config, names *serviceTable, serving *servingIndex) *st
 			requestID:   cfg.RequestID.Enabled,
 			tolerance:   uint64(cfg.RequestID.TimeTolerance.Nanoseconds()),
 			link:        cfg.StitchMode == StitchModeLink,
-			serving:     serving,
 			entryPoints: entry,
 		},
 		keyOnly:  cfg.Mode == ModeKey,
 		stitcher: newStitcher(names),
 		released: newReleasedIndex(cfg.LateSpanTTL, cfg.MaxIndexEntries),
+	}
+	if serving != nil {
+		st.opts.serving = serving
 	}
 	st.turnDone = sync.NewCond(&st.mu)
 	return st
