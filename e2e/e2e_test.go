@@ -66,10 +66,10 @@ func TestEndToEnd(t *testing.T) {
 	require.Equal(t, len(res.Spans), sent)
 
 	// The collector releases everything wait_duration (2s) after the last span.
-	var m map[string]float64
+	var m stack.Metrics
 	require.Eventually(t, func() bool {
 		m, err = st.Metrics(ctx)
-		return err == nil && m["otelcol_processor_tracestitch_spans_released"] == float64(len(res.Spans))
+		return err == nil && m.Sum("otelcol_processor_tracestitch_spans_released") == float64(len(res.Spans))
 	}, 60*time.Second, 200*time.Millisecond, "collector released every span")
 
 	want := meshsim.ExpectedTraceIDs(res.Spans)
@@ -97,10 +97,10 @@ func TestEndToEnd(t *testing.T) {
 	assert.Equal(t, r.DisconnectedTruth, r.DisconnectedAfter)
 
 	outcome := func(o string) float64 {
-		return m[fmt.Sprintf(`otelcol_processor_tracestitch_traces{outcome=%q}`, o)]
+		return m.Sum("otelcol_processor_tracestitch_traces", fmt.Sprintf("outcome=%q", o))
 	}
 	total := outcome("connected") + outcome("stitched") + outcome("disconnected")
 	assert.Equal(t, float64(r.TracesTruth), total, "traces{outcome} total == ground truth")
 	assert.Equal(t, float64(r.DisconnectedTruth), outcome("disconnected"), "traces{outcome=disconnected} == ground truth")
-	assert.Positive(t, m[`otelcol_processor_tracestitch_stitches{method="request_id"}`])
+	assert.Positive(t, m.Sum("otelcol_processor_tracestitch_stitches", `method="request_id"`))
 }

@@ -55,13 +55,13 @@ metrics=""
 for _ in $(seq 1 100); do
   metrics=$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics")
   # every outcome is reported (at 0) from the start: wait for the count
-  if grep -q 'otelcol_processor_tracestitch_traces{outcome="stitched"} 1$' <<<"$metrics"; then break; fi
+  if grep -q 'otelcol_processor_tracestitch_traces{outcome="stitched",processor="tracestitch"} 1$' <<<"$metrics"; then break; fi
   sleep 0.1
 done
 echo "$metrics" | grep '^otelcol_processor_tracestitch' || true
-grep -q 'otelcol_processor_tracestitch_traces{outcome="stitched"} 1$' <<<"$metrics" || { cat "$WORK/collector.log"; echo "FAIL: no stitched trace counted"; exit 1; }
-grep -q 'otelcol_processor_tracestitch_traces{outcome="connected"} 1$' <<<"$metrics" || { echo "FAIL: no connected trace counted"; exit 1; }
-grep -q 'otelcol_processor_tracestitch_stitches{method="request_id"} 1$' <<<"$metrics" || { echo "FAIL: no request_id stitch counted"; exit 1; }
+grep -q 'otelcol_processor_tracestitch_traces{outcome="stitched",processor="tracestitch"} 1$' <<<"$metrics" || { cat "$WORK/collector.log"; echo "FAIL: no stitched trace counted"; exit 1; }
+grep -q 'otelcol_processor_tracestitch_traces{outcome="connected",processor="tracestitch"} 1$' <<<"$metrics" || { echo "FAIL: no connected trace counted"; exit 1; }
+grep -q 'otelcol_processor_tracestitch_stitches{method="request_id",processor="tracestitch"} 1$' <<<"$metrics" || { echo "FAIL: no request_id stitch counted"; exit 1; }
 for _ in $(seq 1 50); do
   [ "$(grep -c 'Span #' "$WORK/collector.log" || true)" -ge 4 ] && break
   sleep 0.1

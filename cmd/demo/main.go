@@ -47,7 +47,7 @@ func run() error {
 	}
 	defer st.Stop()
 	fmt.Printf("Jaeger query API:   %s\ncollector Zipkin:   %s\ncollector OTLP:     %s\ncollector metrics:  %s\nlogs:               %s\n\n",
-		st.JaegerUI, st.ZipkinURL, st.OTLPURL, st.MetricsURL, *logs)
+		st.Jaeger.URL, st.ZipkinURL, st.OTLPURL, st.MetricsURL, *logs)
 
 	topo, err := meshsim.LoadTopology("")
 	if err != nil {
@@ -61,16 +61,16 @@ func run() error {
 	if _, err := sender.Replay(ctx, res.Spans, opts.FlushInterval); err != nil {
 		return err
 	}
-	var m map[string]float64
+	var m stack.Metrics
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		if m, err = st.Metrics(ctx); err == nil && m["otelcol_processor_tracestitch_spans_released"] >= float64(len(res.Spans)) {
+		if m, err = st.Metrics(ctx); err == nil && m.Sum("otelcol_processor_tracestitch_spans_released") >= float64(len(res.Spans)) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	r := meshsim.Evaluate(res.Spans, nil)
-	oc := func(o string) float64 { return m[fmt.Sprintf("otelcol_processor_tracestitch_traces{outcome=%q}", o)] }
+	oc := func(o string) float64 { return m.Sum("otelcol_processor_tracestitch_traces", fmt.Sprintf("outcome=%q", o)) }
 	total := oc("connected") + oc("stitched") + oc("disconnected")
 	fmt.Printf("\ndisconnected share before stitching: %5.1f%% (%d of %d trace IDs)\n", 100*r.ShareBefore(), r.DisconnectedBefore, r.TracesBefore)
 	if total > 0 {
@@ -94,14 +94,14 @@ func run() error {
 		for i := 0; i < 50; i++ {
 			spans, err := st.Trace(ctx, id)
 			if err == nil && len(spans) > 0 {
-				fmt.Printf("\nrequest 0 as stored in Jaeger (%s/api/traces/%s):\n\n%s", st.JaegerUI, id, stack.Tree(spans))
+				fmt.Printf("\nrequest 0 as stored in Jaeger (%s/api/traces/%s):\n\n%s", st.Jaeger.URL, id, stack.Tree(spans))
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 		break
 	}
-	fmt.Printf("\nmore: %s/api/traces?service=istio-ingressgateway.istio-system&limit=20 (spans carry tracestitch.stitched_by and tracestitch.original_trace_id)\n", st.JaegerUI)
+	fmt.Printf("\nmore: %s/api/traces?service=istio-ingressgateway.istio-system&limit=20 (spans carry tracestitch.stitched_by and tracestitch.original_trace_id)\n", st.Jaeger.URL)
 	fmt.Printf("\nthe stack stays up for %v (Ctrl-C stops it sooner)\n", *hold)
 	select {
 	case <-ctx.Done():

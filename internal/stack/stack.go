@@ -4,7 +4,6 @@
 package stack
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,12 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tracestitch/tracestitch/meshsim"
@@ -33,116 +29,82 @@ type Options struct {
 
 // Stack is a running backend + collector.
 type Stack struct {
-	JaegerUI   string // Jaeger UI and query API base URL
+	Jaeger
 	ZipkinURL  string // collector's Zipkin endpoint (…/api/v2/spans)
 	OTLPURL    string // collector's OTLP/HTTP traces endpoint
 	MetricsURL string // collector's Prometheus endpoint
-	procs      []*exec.Cmd
-	logs       []*os.File
+	procs      []*Proc
 }
 
 // Start launches Jaeger, then the collector, and waits until both answer.
 // On error everything started is stopped.
 func Start(ctx context.Context, o Options) (*Stack, error) {
-	ports, err := freePorts(6)
+	ports, err := FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
-	env := map[string]int{
+	env := map[string]string{
 		"JAEGER_QUERY_PORT": ports[0], "JAEGER_QUERY_GRPC_PORT": ports[1], "JAEGER_ZIPKIN_PORT": ports[2],
 		"COLLECTOR_ZIPKIN_PORT": ports[3], "COLLECTOR_OTLP_HTTP_PORT": ports[4], "COLLECTOR_METRICS_PORT": ports[5],
 	}
 	s := &Stack{
-		JaegerUI:   fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		ZipkinURL:  fmt.Sprintf("http://127.0.0.1:%d/api/v2/spans", ports[3]),
-		OTLPURL:    fmt.Sprintf("http://127.0.0.1:%d/v1/traces", ports[4]),
-		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[5]),
+		Jaeger:     Jaeger{URL: "http://127.0.0.1:" + ports[0]},
+		ZipkinURL:  "http://127.0.0.1:" + ports[3] + "/api/v2/spans",
+		OTLPURL:    "http://127.0.0.1:" + ports[4] + "/v1/traces",
+		MetricsURL: "http://127.0.0.1:" + ports[5] + "/metrics",
 	}
-	if err := s.start(o.JaegerBin, o.JaegerConfig, filepath.Join(o.LogDir, "jaeger.log"), env); err != nil {
-		s.Stop()
-		return nil, err
+	steps := []struct{ name, bin, config, ready string }{
+		{"jaeger", o.JaegerBin, o.JaegerConfig, s.Jaeger.URL + "/api/services"},
+		{"collector", o.CollectorBin, o.CollectorConfig, s.MetricsURL},
 	}
-	if err := waitHTTP(ctx, s.JaegerUI+"/api/services", 60*time.Second); err != nil {
-		s.Stop()
-		return nil, fmt.Errorf("jaeger did not start (see %s): %w", filepath.Join(o.LogDir, "jaeger.log"), err)
-	}
-	if err := s.start(o.CollectorBin, o.CollectorConfig, filepath.Join(o.LogDir, "collector.log"), env); err != nil {
-		s.Stop()
-		return nil, err
-	}
-	if err := waitHTTP(ctx, s.MetricsURL, 60*time.Second); err != nil {
-		s.Stop()
-		return nil, fmt.Errorf("collector did not start (see %s): %w", filepath.Join(o.LogDir, "collector.log"), err)
+	for _, st := range steps {
+		p, err := Launch(st.name, st.bin, st.config, filepath.Join(o.LogDir, st.name+".log"), env)
+		if err != nil {
+			s.Stop()
+			return nil, err
+		}
+		s.procs = append(s.procs, p)
+		if err := WaitHTTP(ctx, st.ready, 60*time.Second); err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("%s did not start (see %s): %w", st.name, p.LogPath, err)
+		}
 	}
 	return s, nil
-}
-
-func (s *Stack) start(bin, config, logPath string, env map[string]int) error {
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-		return err
-	}
-	log, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(bin, "--config", config)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = os.Environ()
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+strconv.Itoa(v))
-	}
-	// own process group, so that stopping by PID reaches children too
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("start %s: %w", bin, err)
-	}
-	s.procs = append(s.procs, cmd)
-	s.logs = append(s.logs, log)
-	return nil
 }
 
 // Stop ends every process (SIGTERM, SIGKILL after 10s), newest first.
 func (s *Stack) Stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
-		cmd := s.procs[i]
-		pgid := -cmd.Process.Pid
-		_ = syscall.Kill(pgid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(pgid, syscall.SIGKILL)
-			<-done
-		}
+		_ = s.procs[i].Terminate(10 * time.Second)
 	}
-	for _, l := range s.logs {
-		l.Close()
-	}
-	s.procs, s.logs = nil, nil
+	s.procs = nil
 }
 
-func freePorts(n int) ([]int, error) {
+// Metrics scrapes the collector's Prometheus endpoint.
+func (s *Stack) Metrics(ctx context.Context) (Metrics, error) { return Scrape(ctx, s.MetricsURL) }
+
+// FreePorts are n distinct free loopback TCP ports, as strings.
+func FreePorts(n int) ([]string, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
 			l.Close()
 		}
 	}()
-	ports := make([]int, 0, n)
+	ports := make([]string, 0, n)
 	for i := 0; i < n; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
 		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 	}
 	return ports, nil
 }
 
-func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+// WaitHTTP polls url until it answers 200 OK or timeout passes.
+func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -163,32 +125,6 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// Metrics scrapes the collector's Prometheus endpoint: series → value.
-func (s *Stack) Metrics(ctx context.Context) (map[string]float64, error) {
-	body, err := get(ctx, s.MetricsURL)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(strings.NewReader(string(body)))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
-	}
-	return out, sc.Err()
 }
 
 func get(ctx context.Context, url string) ([]byte, error) {
@@ -257,9 +193,14 @@ func instanceOf(span, process []jaegerKV, service string) string {
 	return service
 }
 
+// Jaeger is a Jaeger query API.
+type Jaeger struct {
+	URL string // base URL of the query API and UI
+}
+
 // Trace fetches one trace from Jaeger's query API as flat spans.
-func (s *Stack) Trace(ctx context.Context, traceID string) ([]meshsim.OutSpan, error) {
-	body, err := get(ctx, s.JaegerUI+"/api/traces/"+traceID)
+func (j Jaeger) Trace(ctx context.Context, traceID string) ([]meshsim.OutSpan, error) {
+	body, err := get(ctx, j.URL+"/api/traces/"+traceID)
 	if err != nil {
 		if strings.Contains(err.Error(), "404") {
 			return nil, ErrTraceNotFound

@@ -156,7 +156,7 @@ func (p *tracestitchProcessor) emit(ctx context.Context, units []*unit) {
 	for _, u := range units {
 		left += u.spans
 	}
-	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left))
+	p.tel.ProcessorTracestitchSpansBuffered.Add(tctx, -int64(left), p.attrs.self)
 	b := newOutBatch()
 	now := p.now()
 	for _, u := range units {

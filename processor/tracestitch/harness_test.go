@@ -113,9 +113,10 @@ var knownMetrics = sync.OnceValues(func() (map[string]bool, error) {
 	return names, nil
 })
 
-// counter returns the sum of an int64 counter's data points matching
-// attrs. A name metadata.yaml does not declare fails the test; a declared
-// counter nothing was recorded on yet is 0.
+// counter returns the sum of an int64 counter's data points whose
+// attributes are attrs and the processor's ID (all of them without attrs).
+// A name metadata.yaml does not declare fails the test; a declared counter
+// nothing was recorded on yet is 0.
 func (h *harness) counter(name string, attrs ...attribute.KeyValue) int64 {
 	h.t.Helper()
 	known, err := knownMetrics()
@@ -127,7 +128,7 @@ func (h *harness) counter(name string, attrs ...attribute.KeyValue) int64 {
 	}
 	sum, ok := m.Data.(metricdata.Sum[int64])
 	require.True(h.t, ok, "%s is not an int64 sum", name)
-	want := attribute.NewSet(attrs...)
+	want := attribute.NewSet(append(attrs, h.p.attrs.id)...)
 	var total int64
 	for _, dp := range sum.DataPoints {
 		if len(attrs) == 0 || dp.Attributes.Equals(&want) {

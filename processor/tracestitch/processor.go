@@ -37,6 +37,7 @@ type tracestitchProcessor struct {
 	logger  *zap.Logger
 	next    consumer.Traces
 	tel     *metadata.TelemetryBuilder
+	attrs   *metricAttrs
 	now     func() time.Time
 	tick    time.Duration
 	blamed  map[string]bool
@@ -73,6 +74,7 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*t
 		logger: set.Logger,
 		next:   next,
 		tel:    tel,
+		attrs:  newMetricAttrs(set.ID),
 		now:    time.Now,
 		tick:   tickInterval(cfg.WaitDuration),
 		blamed: map[string]bool{},
@@ -101,12 +103,12 @@ func (p *tracestitchProcessor) Start(context.Context, component.Host) error {
 	// Every outcome exists from the start, so that a share computed from
 	// them has data before the first trace of each kind is released.
 	if p.keys != nil {
-		for src := range keySourceAttrs {
-			p.tel.ProcessorTracestitchKeys.Add(context.Background(), 0, keySourceAttrs[src])
+		for _, src := range p.attrs.keySources {
+			p.tel.ProcessorTracestitchKeys.Add(context.Background(), 0, src)
 		}
 	} else {
-		for o := range outcomeAttrs {
-			p.tel.ProcessorTracestitchTraces.Add(context.Background(), 0, outcomeAttrs[o])
+		for _, o := range p.attrs.outcomes {
+			p.tel.ProcessorTracestitchTraces.Add(context.Background(), 0, o)
 		}
 	}
 	p.stop = make(chan struct{})
@@ -183,13 +185,13 @@ func (p *tracestitchProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trac
 		splitPool.Put(sp)
 	}
 
-	p.tel.ProcessorTracestitchSpansReceived.Add(ctx, int64(st.spans))
-	p.tel.ProcessorTracestitchSpansBuffered.Add(ctx, int64(st.spans))
+	p.tel.ProcessorTracestitchSpansReceived.Add(ctx, int64(st.spans), p.attrs.self)
+	p.tel.ProcessorTracestitchSpansBuffered.Add(ctx, int64(st.spans), p.attrs.self)
 	if st.invalidRequest > 0 {
-		p.tel.ProcessorTracestitchRequestIDInvalid.Add(ctx, int64(st.invalidRequest))
+		p.tel.ProcessorTracestitchRequestIDInvalid.Add(ctx, int64(st.invalidRequest), p.attrs.self)
 	}
 	if len(evicted) > 0 {
-		p.tel.ProcessorTracestitchTracesEvicted.Add(ctx, int64(len(evicted)))
+		p.tel.ProcessorTracestitchTracesEvicted.Add(ctx, int64(len(evicted)), p.attrs.self)
 		// Evicted traces are other clients' spans: they leave with a
 		// context of their own, as the ticker's releases do, not with this
 		// caller's metadata or its cancellation.

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/client"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
@@ -71,10 +72,10 @@ func TestEvictionReleasesOldestEarly(t *testing.T) {
 	assert.Equal(t, pad(traceA), out[0].traceID, "the oldest trace leaves first")
 	assert.Equal(t, int64(1), h.counter("processor_tracestitch_traces_evicted"))
 	metadatatest.AssertEqualProcessorTracestitchSpansBuffered(t, h.tel,
-		[]metricdata.DataPoint[int64]{{Value: 4}}, metricdatatest.IgnoreTimestamp())
+		[]metricdata.DataPoint[int64]{{Value: 4, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch"))}}, metricdatatest.IgnoreTimestamp())
 	h.shutdown()
 	metadatatest.AssertEqualProcessorTracestitchSpansBuffered(t, h.tel,
-		[]metricdata.DataPoint[int64]{{Value: 0}}, metricdatatest.IgnoreTimestamp())
+		[]metricdata.DataPoint[int64]{{Value: 0, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch"))}}, metricdatatest.IgnoreTimestamp())
 }
 
 // TestEvictionIgnoresTheCallersContext: the traces an add evicts belong to
@@ -126,8 +127,8 @@ func TestShutdownFlushesEverything(t *testing.T) {
 	h.shutdown()
 	assert.Equal(t, map[string]int64{"stitched": 1, "connected": 1}, h.outcomes(), "flushed units are stitched too")
 	metadatatest.AssertEqualProcessorTracestitchTraces(t, h.tel, []metricdata.DataPoint[int64]{
-		{Value: 1, Attributes: attribute.NewSet(attribute.String("outcome", "stitched"))},
-		{Value: 1, Attributes: attribute.NewSet(attribute.String("outcome", "connected"))},
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch"), attribute.String("outcome", "stitched"))},
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch"), attribute.String("outcome", "connected"))},
 	}, metricdatatest.IgnoreTimestamp())
 }
 
@@ -619,4 +620,33 @@ func TestOutcomesExistFromStart(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int64{"connected": 0, "stitched": 0, "disconnected": 0}, got)
 	h.shutdown()
+}
+
+func TestMetricsNameTheirProcessor(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	for _, name := range []string{"key", "stitch"} {
+		cfg := createDefaultConfig().(*Config)
+		if name == "key" {
+			cfg.Mode = ModeKey
+		}
+		set := metadatatest.NewSettings(tel)
+		set.ID = component.NewIDWithName(metadata.Type, name)
+		p, err := newProcessor(set, cfg, new(consumertest.TracesSink))
+		require.NoError(t, err)
+		require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
+		td := ptrace.NewTraces()
+		td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty().SetTraceID(pcommon.TraceID{1})
+		require.NoError(t, p.ConsumeTraces(context.Background(), td))
+		require.NoError(t, p.Shutdown(context.Background()))
+	}
+	metadatatest.AssertEqualProcessorTracestitchSpansReleased(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch/key"))},
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch/stitch"))},
+	}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualProcessorTracestitchTraces(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch/stitch"), attribute.String("outcome", "connected"))},
+		{Value: 0, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch/stitch"), attribute.String("outcome", "stitched"))},
+		{Value: 0, Attributes: attribute.NewSet(attribute.String("processor", "tracestitch/stitch"), attribute.String("outcome", "disconnected"))},
+	}, metricdatatest.IgnoreTimestamp())
 }

@@ -5,10 +5,13 @@ package tracestitch // import "github.com/tracestitch/tracestitch/processor/trac
 import (
 	"context"
 
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
-) // maxBlamedServices caps the distinct service values of broken_propagation;
+)
+
+// maxBlamedServices caps the distinct service values of broken_propagation;
 // the rest are counted as "other".
 const maxBlamedServices = 200
 
@@ -24,29 +27,42 @@ const (
 )
 
 func (p *tracestitchProcessor) drop(ctx context.Context, spans int, reason string, err error) {
-	p.tel.ProcessorTracestitchSpansDropped.Add(ctx, int64(spans),
-		metric.WithAttributes(attribute.String("reason", reason)))
+	p.tel.ProcessorTracestitchSpansDropped.Add(ctx, int64(spans), p.attrs.with("reason", reason))
 	p.logger.Warn("released spans could not be handed to the next consumer; they are dropped",
 		zap.Int("spans", spans), zap.String("reason", reason), zap.Error(err))
 }
 
-var (
-	outcomeAttrs = [...]metric.AddOption{
-		outcomeConnected:    metric.WithAttributes(attribute.String("outcome", outcomeConnected.String())),
-		outcomeStitched:     metric.WithAttributes(attribute.String("outcome", outcomeStitched.String())),
-		outcomeDisconnected: metric.WithAttributes(attribute.String("outcome", outcomeDisconnected.String())),
+// metricAttrs are the attribute sets of one processor's measurements. Each
+// carries `processor`, the component ID, as the batch processor's do, so
+// that two instances in one collector (a key stage and a stitch stage)
+// report apart.
+type metricAttrs struct {
+	id         attribute.KeyValue
+	self       metric.MeasurementOption
+	outcomes   [3]metric.MeasurementOption
+	methods    [3]metric.MeasurementOption // by stitchMethod
+	keySources [keySources]metric.MeasurementOption
+}
+
+func newMetricAttrs(id component.ID) *metricAttrs {
+	a := &metricAttrs{id: attribute.String("processor", id.String())}
+	a.self = metric.WithAttributes(a.id)
+	for o := range a.outcomes {
+		a.outcomes[o] = a.with("outcome", outcome(o).String())
 	}
-	methodAttrs = [...]metric.AddOption{
-		methodParentID:  metric.WithAttributes(attribute.String("method", methodParentID.String())),
-		methodRequestID: metric.WithAttributes(attribute.String("method", methodRequestID.String())),
+	for m := methodParentID; m <= methodRequestID; m++ {
+		a.methods[m] = a.with("method", m.String())
 	}
-	keySourceAttrs = func() (a [keySources]metric.AddOption) {
-		for s := range keySources {
-			a[s] = metric.WithAttributes(attribute.String("source", s.String()))
-		}
-		return a
-	}()
-)
+	for s := range a.keySources {
+		a.keySources[s] = a.with("source", keySource(s).String())
+	}
+	return a
+}
+
+// with is the processor's attribute and one more.
+func (a *metricAttrs) with(key, value string) metric.MeasurementOption {
+	return metric.WithAttributes(a.id, attribute.String(key, value))
+}
 
 // telemetryTally sums the results of the units of one release, so that
 // telemetry is recorded once per release rather than once per trace.
@@ -75,30 +91,30 @@ func (t *telemetryTally) add(res *stitchResult) {
 func (p *tracestitchProcessor) record(ctx context.Context, t *telemetryTally) {
 	for o, n := range t.outcomes {
 		if n > 0 {
-			p.tel.ProcessorTracestitchTraces.Add(ctx, n, outcomeAttrs[o])
+			p.tel.ProcessorTracestitchTraces.Add(ctx, n, p.attrs.outcomes[o])
 		}
 	}
 	for m := methodParentID; m <= methodRequestID; m++ {
 		if n := t.stitches[m]; n > 0 {
-			p.tel.ProcessorTracestitchStitches.Add(ctx, n, methodAttrs[m])
+			p.tel.ProcessorTracestitchStitches.Add(ctx, n, p.attrs.methods[m])
 		}
 	}
 	if t.ambiguous > 0 {
-		p.tel.ProcessorTracestitchAmbiguous.Add(ctx, t.ambiguous)
+		p.tel.ProcessorTracestitchAmbiguous.Add(ctx, t.ambiguous, p.attrs.self)
 	}
 	if t.lateSpans > 0 {
-		p.tel.ProcessorTracestitchLateSpans.Add(ctx, t.lateSpans)
+		p.tel.ProcessorTracestitchLateSpans.Add(ctx, t.lateSpans, p.attrs.self)
 	}
 	for src, n := range t.keys.sources {
 		if n > 0 {
-			p.tel.ProcessorTracestitchKeys.Add(ctx, n, keySourceAttrs[src])
+			p.tel.ProcessorTracestitchKeys.Add(ctx, n, p.attrs.keySources[src])
 		}
 	}
 	if t.keys.conflicts > 0 {
-		p.tel.ProcessorTracestitchKeyConflicts.Add(ctx, t.keys.conflicts)
+		p.tel.ProcessorTracestitchKeyConflicts.Add(ctx, t.keys.conflicts, p.attrs.self)
 	}
 	if t.released > 0 {
-		p.tel.ProcessorTracestitchSpansReleased.Add(ctx, t.released)
+		p.tel.ProcessorTracestitchSpansReleased.Add(ctx, t.released, p.attrs.self)
 	}
 	if len(t.blame) == 0 {
 		return
@@ -108,8 +124,7 @@ func (p *tracestitchProcessor) record(ctx context.Context, t *telemetryTally) {
 		counts[p.blameLabel(svc)]++
 	}
 	for svc, n := range counts {
-		p.tel.ProcessorTracestitchBrokenPropagation.Add(ctx, n,
-			metric.WithAttributes(attribute.String("culprit_service", svc)))
+		p.tel.ProcessorTracestitchBrokenPropagation.Add(ctx, n, p.attrs.with("culprit_service", svc))
 	}
 }
 
