@@ -8,7 +8,7 @@ OCB         := $(BIN)/builder-$(OCB_VERSION)
 COLLECTOR   := build/otelcol-tracestitch
 COMPONENT   := processor/tracestitch
 
-.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e accuracy bench floors profile fuzz clean
+.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e e2e-scale accuracy bench floors profile fuzz clean
 
 JAEGER      := $(BIN)/jaeger
 
@@ -60,6 +60,10 @@ $(JAEGER): tools/jaeger/go.mod tools/jaeger/go.sum
 ## e2e: simulator -> ocb-built collector -> Jaeger; checks stored traces and metrics against ground truth
 e2e: build jaeger
 	$(GO) test -tags e2e -count=1 -v ./e2e/
+
+## e2e-scale: a front collector routing by trace ID to two collectors, each with a key stage and a stitch stage, beside one collector and beside routing by trace ID alone; then one instance stopped mid-run (SIGTERM, SIGKILL)
+e2e-scale: build jaeger
+	$(GO) test -tags e2e -count=1 -timeout 20m -v ./e2e/scale/
 
 ## accuracy: the simulator scenario matrix through the processor, with the accuracy table
 accuracy:

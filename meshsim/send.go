@@ -25,9 +25,13 @@ type Sender struct {
 // sidecars' flush interval), and stops when ctx ends. It returns how many
 // spans were sent.
 func (s *Sender) Replay(ctx context.Context, spans []*Span, window time.Duration) (int, error) {
-	if s.Client == nil {
-		s.Client = &http.Client{Timeout: 10 * time.Second}
-	}
+	return Replay(ctx, spans, window, s.Send)
+}
+
+// Replay hands spans to send batch by batch, spaced as they arrived
+// (window is the sidecars' flush interval), and stops when ctx ends or send
+// fails. It returns how many spans were sent.
+func Replay(ctx context.Context, spans []*Span, window time.Duration, send func(context.Context, []*Span) error) (int, error) {
 	batches := Batches(spans, window)
 	if len(batches) == 0 {
 		return 0, nil
@@ -44,7 +48,7 @@ func (s *Sender) Replay(ctx context.Context, spans []*Span, window time.Duration
 			case <-time.After(wait):
 			}
 		}
-		if err := s.Send(ctx, b); err != nil {
+		if err := send(ctx, b); err != nil {
 			return sent, err
 		}
 		sent += len(b)

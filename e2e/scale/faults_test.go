@@ -1,0 +1,153 @@
+//go:build e2e
+
+package scale
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tracestitch/tracestitch/meshsim"
+)
+
+const (
+	accepted  = "otelcol_receiver_accepted_spans"
+	lbSent    = "otelcol_exporter_sent_spans"
+	lb        = `exporter="load_balancing"`
+	buffered  = "otelcol_processor_tracestitch_spans_buffered"
+	outageFor = 3 * time.Second
+)
+
+// thirds splits spans, in arrival order, into three parts of equal duration.
+func thirds(spans []*meshsim.Span) [3][]*meshsim.Span {
+	var parts [3][]*meshsim.Span
+	first, last := spans[0].Arrival, spans[len(spans)-1].Arrival
+	span := last.Sub(first)
+	for _, s := range spans {
+		i := min(int(3*s.Arrival.Sub(first)/(span+1)), 2)
+		parts[i] = append(parts[i], s)
+	}
+	return parts
+}
+
+// settled waits until the values read are the same three scrapes in a row
+// (the exporters retry at least every second) and returns them.
+func settled(t *testing.T, what string, read func() []float64) []float64 {
+	t.Helper()
+	var last []float64
+	same := 0
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		v := read()
+		if fmt.Sprint(v) == fmt.Sprint(last) {
+			same++
+		} else {
+			same = 0
+		}
+		if same == 2 {
+			return v
+		}
+		last = v
+		time.Sleep(time.Second)
+	}
+	require.FailNow(t, what+" did not settle", "last read %v", last)
+	return nil
+}
+
+// TestInstanceStoppedMidRun stops the second instance of a two-stage tier
+// after a third of the traffic, sends the next third while it is down,
+// starts it again and sends the rest. The front collector keeps running.
+func TestInstanceStoppedMidRun(t *testing.T) {
+	for _, tc := range []struct {
+		signal string
+		stop   func(i instance) error
+	}{
+		{"SIGTERM", instance.stop},
+		{"SIGKILL", func(i instance) error { i.kill(); return nil }},
+	} {
+		t.Run(tc.signal, func(t *testing.T) {
+			e := newEnv(t)
+			tier := e.twoStage("tier")
+			survivor, victim := tier.instances[0], tier.instances[1]
+			res, opts := traffic(t, 3, 240, 24)
+			n := len(res.Spans)
+			parts := thirds(res.Spans)
+			send := func(part []*meshsim.Span) {
+				sent, err := meshsim.Replay(e.ctx, part, opts.FlushInterval, sendTo(tier))
+				require.NoError(t, err)
+				require.Equal(t, len(part), sent)
+			}
+
+			// Part one; the stop comes once the front has delivered it, while
+			// both stages of the victim still hold spans.
+			send(parts[0])
+			require.Eventually(t, func() bool {
+				return survivor.key.scrape().Sum(accepted)+victim.key.scrape().Sum(accepted) == float64(len(parts[0]))
+			}, time.Minute, 100*time.Millisecond, "the front delivered part one")
+			held := victim.key.scrape().Sum(buffered) + victim.stitch.scrape().Sum(buffered)
+			survivorSent := survivor.key.scrape().Sum(lbSent, lb)
+			stopAt := time.Now()
+			require.NoError(t, tc.stop(victim))
+			stopTook := time.Since(stopAt)
+			intoVictim := survivor.key.scrape().Sum(lbSent, lb) - survivorSent
+
+			// Part two, sent while the victim is down, then quiet.
+			send(parts[1])
+			time.Sleep(outageFor)
+			settled(t, "the survivor", func() []float64 {
+				return []float64{tier.front.scrape().Sum(accepted), survivor.key.scrape().Sum(buffered), survivor.key.scrape().Sum(lbSent, lb)}
+			})
+			survivorStitchBefore := survivor.stitch.scrape().Sum(accepted)
+
+			// The restarted victim gets only what was held for it while down:
+			// the front's spans for its key stage, the survivor's for its stitch
+			// stage. Its key stage sends what it gets to both stitch stages.
+			victim.restart()
+			after := settled(t, "the restarted victim", func() []float64 {
+				return []float64{
+					victim.key.scrape().Sum(accepted), victim.key.scrape().Sum(buffered), victim.key.scrape().Sum(lbSent, lb),
+					victim.stitch.scrape().Sum(accepted), survivor.stitch.scrape().Sum(accepted),
+				}
+			})
+			heldByFront := after[0]
+			toSurvivor := after[4] - survivorStitchBefore
+			heldBySurvivor := after[3] - (after[2] - toSurvivor)
+
+			send(parts[2])
+			out := tier.stored(e.ctx, t, res.Spans, n)
+			r := meshsim.Evaluate(res.Spans, out)
+			c := tier.counts()
+			logTable(t, tc.signal+" of one instance after a third of the traffic, the next third sent while it was down:",
+				tableHeader, row(tier.name, r, c, len(out)))
+			t.Logf("%s: stopping took %v; the victim's stages held %.0f spans (and %.0f more were sent its way by the survivor until it stopped); lost %d; "+
+				"held while it was down and delivered after the restart: %.0f by the front, %.0f by the survivor's key stage; delivered twice %d; recall %.2f%%",
+				tc.signal, stopTook.Round(time.Millisecond), held, intoVictim, r.Lost, heldByFront, heldBySurvivor, r.Duplicated, 100*r.Recall())
+
+			assert.True(t, tier.front.Alive(), "the front collector outlives the instance")
+			assert.Zero(t, tier.exporterLoss(), "nothing refused or given up by a running collector's exporters")
+			assert.Zero(t, c.dropped, "nothing dropped by the running processors")
+			assert.Zero(t, r.WrongEdges, "wrong edges: %v", r.Examples)
+			assert.Zero(t, r.Duplicated)
+			assert.Positive(t, heldByFront, "the outage held spans at the front")
+			stored := map[string]bool{}
+			for _, o := range out {
+				stored[o.Key()] = true
+			}
+			beforeStop := map[string]bool{}
+			for _, s := range parts[0] {
+				beforeStop[s.Key] = true
+			}
+			for _, s := range res.Spans {
+				if !stored[s.Key] {
+					assert.True(t, beforeStop[s.Key], "%s was lost although it was sent after the stop", s.Key)
+				}
+			}
+			if tc.signal == "SIGTERM" {
+				assert.Zero(t, r.Lost, "Shutdown flushes")
+			}
+		})
+	}
+}
