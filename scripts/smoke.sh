@@ -37,7 +37,7 @@ fi
 grep -q "max_buffered_spans must be greater than 0" "$WORK/bad.log" || { cat "$WORK/bad.log"; echo "FAIL: error does not name the key"; exit 1; }
 
 echo "smoke: validating the deployment configs"
-for f in deploy/collector-two-stage.yaml deploy/collector-front.yaml; do
+for f in deploy/collector-front.yaml deploy/collector-key.yaml deploy/collector-stitch.yaml; do
   "$BIN" validate --config "$f" || { echo "FAIL: $f does not validate"; exit 1; }
 done
 
