@@ -70,7 +70,9 @@ func run() error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	r := meshsim.Evaluate(res.Spans, nil)
-	oc := func(o string) float64 { return m.Sum("otelcol_processor_tracestitch_traces", fmt.Sprintf("outcome=%q", o)) }
+	oc := func(o string) float64 {
+		return m.Sum("otelcol_processor_tracestitch_traces", fmt.Sprintf("outcome=%q", o))
+	}
 	total := oc("connected") + oc("stitched") + oc("disconnected")
 	fmt.Printf("\ndisconnected share before stitching: %5.1f%% (%d of %d trace IDs)\n", 100*r.ShareBefore(), r.DisconnectedBefore, r.TracesBefore)
 	if total > 0 {
