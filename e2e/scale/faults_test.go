@@ -33,25 +33,23 @@ func thirds(spans []*meshsim.Span) [3][]*meshsim.Span {
 	return parts
 }
 
-// settled waits until the values read are the same three scrapes in a row
-// (the exporters retry at least every second) and returns them.
-func settled(t *testing.T, what string, read func() []float64) []float64 {
+// settled waits until the values read stay the same for quiet and returns
+// them. A sender reconnects to a restarted collector within gRPC's
+// connection backoff (up to several seconds after an outage this short), so
+// quiet must outlast it.
+func settled(t *testing.T, what string, quiet time.Duration, read func() []float64) []float64 {
 	t.Helper()
-	var last []float64
-	same := 0
+	last, since := read(), time.Now()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
 		v := read()
-		if fmt.Sprint(v) == fmt.Sprint(last) {
-			same++
-		} else {
-			same = 0
+		if fmt.Sprint(v) != fmt.Sprint(last) {
+			last, since = v, time.Now()
 		}
-		if same == 2 {
+		if time.Since(since) >= quiet {
 			return v
 		}
-		last = v
-		time.Sleep(time.Second)
 	}
 	require.FailNow(t, what+" did not settle", "last read %v", last)
 	return nil
@@ -88,6 +86,7 @@ func TestInstanceStoppedMidRun(t *testing.T) {
 				return survivor.key.scrape().Sum(accepted)+victim.key.scrape().Sum(accepted) == float64(len(parts[0]))
 			}, time.Minute, 100*time.Millisecond, "the front delivered part one")
 			held := victim.key.scrape().Sum(buffered) + victim.stitch.scrape().Sum(buffered)
+			victimAccepted := victim.key.scrape().Sum(accepted)
 			survivorSent := survivor.key.scrape().Sum(lbSent, lb)
 			stopAt := time.Now()
 			require.NoError(t, tc.stop(victim))
@@ -97,7 +96,7 @@ func TestInstanceStoppedMidRun(t *testing.T) {
 			// Part two, sent while the victim is down, then quiet.
 			send(parts[1])
 			time.Sleep(outageFor)
-			settled(t, "the survivor", func() []float64 {
+			settled(t, "the survivor", 2*time.Second, func() []float64 {
 				return []float64{tier.front.scrape().Sum(accepted), survivor.key.scrape().Sum(buffered), survivor.key.scrape().Sum(lbSent, lb)}
 			})
 			survivorStitchBefore := survivor.stitch.scrape().Sum(accepted)
@@ -106,7 +105,10 @@ func TestInstanceStoppedMidRun(t *testing.T) {
 			// the front's spans for its key stage, the survivor's for its stitch
 			// stage. Its key stage sends what it gets to both stitch stages.
 			victim.restart()
-			after := settled(t, "the restarted victim", func() []float64 {
+			require.Eventually(t, func() bool {
+				return survivor.key.scrape().Sum(accepted)+victimAccepted+victim.key.scrape().Sum(accepted) == tier.front.scrape().Sum(accepted)
+			}, 2*time.Minute, 250*time.Millisecond, "the front delivered what it held")
+			after := settled(t, "the restarted victim", 12*time.Second, func() []float64 {
 				return []float64{
 					victim.key.scrape().Sum(accepted), victim.key.scrape().Sum(buffered), victim.key.scrape().Sum(lbSent, lb),
 					victim.stitch.scrape().Sum(accepted), survivor.stitch.scrape().Sum(accepted),

@@ -43,7 +43,7 @@ func TestLoadConfig(t *testing.T) {
 		InstanceIdentity:     []string{"node_id", "k8s.pod.name", "service.instance.id", "host.name", "service.name"},
 		LateSpanTTL:          60 * time.Second,
 		MaxIndexEntries:      1_000_000,
-		ReleaseBatchMaxSpans: 8192,
+		ReleaseBatchMaxSpans: 1024,
 	}, def)
 
 	custom, err := loadConfig(t, "custom")

@@ -20,7 +20,7 @@ const (
 	defaultLateSpanTTL      = 60 * time.Second
 	defaultMaxIndexEntries  = 1_000_000
 	// the batch processor's default send_batch_size
-	defaultReleaseBatchMaxSpans = 8192
+	defaultReleaseBatchMaxSpans = 1024
 )
 
 // NewFactory returns the factory of the tracestitch processor.

@@ -555,9 +555,9 @@ func TestReleaseBatchesHoldWholeTraces(t *testing.T) {
 		limit    int
 		maxCalls int
 	}{
-		"default, one call":  {defaultReleaseBatchMaxSpans, 1},
-		"capped":             {limit, len(sizes) - 1},
-		"one trace per call": {1, len(sizes)},
+		"cap above the release, one call": {3000, 1},
+		"capped":                          {limit, len(sizes) - 1},
+		"one trace per call":              {1, len(sizes)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t, func(c *Config) { c.ReleaseBatchMaxSpans = tc.limit })

@@ -1,0 +1,459 @@
+// Command benchpipeline is `make bench-pipeline`: the whole collector, built
+// by ocb (bench/pipeline/builder-config.yaml), run as real processes on
+// loopback with each subject's processors between a Zipkin/OTLP receiver
+// and a Zipkin exporter, fed the calibrated simulator's traffic as fast as
+// it takes it. It prints CPU per span from the processes' own accounting,
+// peak RSS, spans/s at saturation and spans lost, each against the
+// pipeline with no processor.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/tracestitch/tracestitch/internal/stack"
+	"github.com/tracestitch/tracestitch/meshsim"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchpipeline:", err)
+		os.Exit(1)
+	}
+}
+
+// stage is one collector process of a subject.
+type stage struct {
+	processors string // YAML list
+	exporter   string // zipkin, or load_balancing to the next stage
+}
+
+type subject struct {
+	name   string
+	stages []stage // traffic enters the first; the last exports to the sink
+}
+
+var subjects = []subject{
+	{"no processor", []stage{{"[]", "zipkin"}}},
+	{"batch", []stage{{"[batch]", "zipkin"}}},
+	{"groupbytrace", []stage{{"[groupbytrace]", "zipkin"}}},
+	{"tracestitch", []stage{{"[tracestitch]", "zipkin"}}},
+	{"tracestitch key + stitch stages", []stage{{"[tracestitch/key]", "load_balancing"}, {"[tracestitch]", "zipkin"}}},
+}
+
+// post is one request body to a receiver.
+type post struct {
+	path, contentType string
+	body              []byte
+	spans             int
+}
+
+// input is the traffic of one run, as POSTs.
+type input struct {
+	name  string
+	posts []post
+	spans int
+}
+
+func run() error {
+	var (
+		collector   = flag.String("collector", "build/otelcol-bench", "collector binary (bench distribution)")
+		config      = flag.String("config", "bench/pipeline/collector.yaml", "collector config")
+		spans       = flag.Int("spans", 100_000, "spans per run")
+		rounds      = flag.Int("rounds", 3, "rounds; subjects take turns within a round")
+		concurrency = flag.Int("concurrency", 4, "concurrent senders")
+		only        = flag.String("subjects", "", "comma-separated subject names (default all)")
+		profileDir  = flag.String("profile", "", "if set, write a CPU profile of the first round of each subject on the Zipkin input here")
+		logDir      = flag.String("logs", "build/bench-pipeline-logs", "collector logs")
+	)
+	flag.Parse()
+	ctx := context.Background()
+	inputs, err := makeInputs(*spans)
+	if err != nil {
+		return err
+	}
+	var chosen []subject
+	for _, s := range subjects {
+		if *only == "" || slices.Contains(strings.Split(*only, ","), s.name) {
+			chosen = append(chosen, s)
+		}
+	}
+	sink, err := startSink()
+	if err != nil {
+		return err
+	}
+	defer sink.close()
+	r := &runner{collector: *collector, config: *config, logDir: *logDir, concurrency: *concurrency, sink: sink}
+	results := map[string][]measurement{} // input/subject → rounds
+	for round := 1; round <= *rounds; round++ {
+		for _, in := range inputs {
+			for _, s := range chosen {
+				profile := ""
+				if *profileDir != "" && round == 1 && in.name == inputs[0].name {
+					profile = filepath.Join(*profileDir, "pipeline-"+strings.ReplaceAll(s.name, " ", "-")+".pprof")
+				}
+				m, err := r.measure(ctx, s, in, profile)
+				if err != nil {
+					return fmt.Errorf("%s, %s, round %d: %w", s.name, in.name, round, err)
+				}
+				fmt.Fprintf(os.Stderr, "round %d %-32s %-40s %6.1f µs/span %8.0f spans/s %6.0f MB lost %d refused %d\n",
+					round, s.name, in.name, m.cpuPerSpan(), m.rate(), float64(m.rss)/1e6, m.lost, m.refused)
+				results[in.name+"/"+s.name] = append(results[in.name+"/"+s.name], m)
+			}
+		}
+	}
+	printTable(inputs, chosen, results, *rounds, *spans, *concurrency)
+	return nil
+}
+
+// makeInputs builds the calibrated simulator's default mesh traffic (an
+// Istio gateway; reviews forwards only x-request-id, ledger nothing) and
+// encodes it three ways.
+func makeInputs(spans int) ([]input, error) {
+	topo, err := meshsim.LoadTopology("")
+	if err != nil {
+		return nil, err
+	}
+	opts := meshsim.DefaultOptions()
+	opts.Start = time.Now()
+	opts.Requests = spans/13 + 1
+	res := meshsim.Run(topo, opts)
+	all := res.Spans
+	if len(all) > spans {
+		all = all[:spans]
+	}
+	var inputs []input
+	for _, size := range []int{100, 10} {
+		in := input{name: fmt.Sprintf("Zipkin JSON + OTLP apps, %d-span POSTs", size)}
+		for chunk := range slices.Chunk(all, size) {
+			z, err := meshsim.ZipkinJSON(chunk)
+			if err != nil {
+				return nil, err
+			}
+			o, err := ptraceotlp.NewExportRequestFromTraces(meshsim.OTLP(chunk)).MarshalProto()
+			if err != nil {
+				return nil, err
+			}
+			envoy := bytes.Count(z, []byte(`"traceId"`))
+			if envoy > 0 {
+				in.posts = append(in.posts, post{"zipkin", "application/json", z, envoy})
+			}
+			if len(chunk) > envoy {
+				in.posts = append(in.posts, post{"otlp", "application/x-protobuf", o, len(chunk) - envoy})
+			}
+			in.spans += len(chunk)
+		}
+		inputs = append(inputs, in)
+	}
+	in := input{name: "OTLP/HTTP, 100-span POSTs"}
+	for chunk := range slices.Chunk(all, 100) {
+		td, err := meshsim.Traces(chunk)
+		if err != nil {
+			return nil, err
+		}
+		b, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+		if err != nil {
+			return nil, err
+		}
+		in.posts = append(in.posts, post{"otlp", "application/x-protobuf", b, td.SpanCount()})
+		in.spans += td.SpanCount()
+	}
+	return append(inputs, in), nil
+}
+
+// sink is the backend: a Zipkin v2 endpoint that counts the spans of each
+// POST by their "traceId" keys and decodes nothing, so that it takes as
+// little CPU as possible from the collector under test on a small machine.
+type sink struct {
+	url   string
+	spans atomic.Int64
+	srv   *http.Server
+}
+
+func startSink() (*sink, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &sink{url: "http://" + l.Addr().String() + "/api/v2/spans"}
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		s.spans.Add(int64(bytes.Count(b, []byte(`"traceId"`))))
+		w.WriteHeader(http.StatusAccepted)
+	})}
+	go func() { _ = s.srv.Serve(l) }()
+	return s, nil
+}
+
+func (s *sink) close() { _ = s.srv.Close() }
+
+// measurement is one subject's run on one input.
+type measurement struct {
+	spans, refused, lost int
+	cpu                  time.Duration
+	send                 time.Duration // wall time of the send phase
+	rss                  int64         // peak, summed over the subject's processes
+}
+
+func (m measurement) cpuPerSpan() float64 {
+	return float64(m.cpu.Nanoseconds()) / 1e3 / float64(m.spans)
+}
+
+func (m measurement) rate() float64 { return float64(m.spans-m.refused) / m.send.Seconds() }
+
+type runner struct {
+	collector, config, logDir string
+	concurrency               int
+	sink                      *sink
+}
+
+// measure starts the subject's collectors, sends the input as fast as they
+// take it, waits until the sink has every accepted span or nothing moves for
+// five seconds, stops the collectors (they flush) and counts.
+func (r *runner) measure(ctx context.Context, s subject, in input, profile string) (measurement, error) {
+	m := measurement{spans: in.spans}
+	procs, entry, pprofURL, err := r.start(ctx, s)
+	defer stopAll(procs)
+	if err != nil {
+		return m, err
+	}
+	before := r.sink.spans.Load()
+	cpu0, err := totalCPU(procs)
+	if err != nil {
+		return m, err
+	}
+	stopRSS := sampleRSS(procs, &m.rss)
+	var profDone chan error
+	if profile != "" {
+		profDone = make(chan error, 1)
+		go func() { profDone <- fetchProfile(ctx, pprofURL, profile, 4) }()
+	}
+	start := time.Now()
+	m.refused = r.send(ctx, entry, in.posts)
+	m.send = time.Since(start)
+	want := int64(in.spans - m.refused)
+	last, since := int64(-1), time.Now()
+	for r.sink.spans.Load()-before < want && time.Since(since) < 5*time.Second {
+		if n := r.sink.spans.Load(); n != last {
+			last, since = n, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cpu1, err := totalCPU(procs)
+	if err != nil {
+		return m, err
+	}
+	stopRSS()
+	m.cpu = cpu1 - cpu0
+	if err := stopAll(procs); err != nil {
+		return m, err
+	}
+	m.lost = int(want - (r.sink.spans.Load() - before))
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+// start launches the subject's stages, the last first, and returns the
+// entry's URLs by receiver ("zipkin", "otlp") and the entry's pprof URL.
+func (r *runner) start(ctx context.Context, s subject) ([]*stack.Proc, map[string]string, string, error) {
+	var procs []*stack.Proc
+	next := ""
+	var entry map[string]string
+	var pprofURL string
+	for i := len(s.stages) - 1; i >= 0; i-- {
+		st := s.stages[i]
+		ports, err := stack.FreePorts(5)
+		if err != nil {
+			return procs, nil, "", err
+		}
+		env := map[string]string{
+			"ZIPKIN_PORT": ports[0], "OTLP_HTTP_PORT": ports[1], "OTLP_GRPC_PORT": ports[2], "METRICS_PORT": ports[3], "PPROF_PORT": ports[4],
+			"PROCESSORS": st.processors, "EXPORTER": st.exporter, "SINK_URL": r.sink.url, "NEXT_STAGE_PORT": next,
+		}
+		if next == "" {
+			env["NEXT_STAGE_PORT"] = "1"
+		}
+		name := fmt.Sprintf("%s-%d", strings.ReplaceAll(s.name, " ", "-"), i)
+		p, err := stack.Launch(name, r.collector, r.config, filepath.Join(r.logDir, name+".log"), env)
+		if err != nil {
+			return procs, nil, "", err
+		}
+		procs = append(procs, p)
+		if err := stack.WaitHTTP(ctx, "http://127.0.0.1:"+ports[3]+"/metrics", time.Minute); err != nil {
+			return procs, nil, "", fmt.Errorf("%s did not start: %w\n%s", name, err, p.Tail(2000))
+		}
+		next = ports[2]
+		entry = map[string]string{
+			"zipkin": "http://127.0.0.1:" + ports[0] + "/api/v2/spans",
+			"otlp":   "http://127.0.0.1:" + ports[1] + "/v1/traces",
+		}
+		pprofURL = "http://127.0.0.1:" + ports[4]
+	}
+	return procs, entry, pprofURL, nil
+}
+
+// send posts every body with r.concurrency workers and returns the spans
+// the receivers refused.
+func (r *runner) send(ctx context.Context, entry map[string]string, posts []post) int {
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: r.concurrency}}
+	work := make(chan post)
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for range r.concurrency {
+		wg.Go(func() {
+			for p := range work {
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, entry[p.path], bytes.NewReader(p.body))
+				if err != nil {
+					refused.Add(int64(p.spans))
+					continue
+				}
+				req.Header.Set("Content-Type", p.contentType)
+				resp, err := client.Do(req)
+				if err != nil {
+					refused.Add(int64(p.spans))
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					refused.Add(int64(p.spans))
+				}
+			}
+		})
+	}
+	for _, p := range posts {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+	return int(refused.Load())
+}
+
+// stopAll stops the stages entry first (start put them last first), so
+// that each stage's flush finds the next one up.
+func stopAll(procs []*stack.Proc) error {
+	for i := len(procs) - 1; i >= 0; i-- {
+		if err := procs[i].Terminate(time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func totalCPU(procs []*stack.Proc) (time.Duration, error) {
+	var d time.Duration
+	for _, p := range procs {
+		c, err := p.CPU()
+		if err != nil {
+			return 0, err
+		}
+		d += c
+	}
+	return d, nil
+}
+
+// sampleRSS records the peak of the processes' summed RSS every 50 ms
+// until the returned function is called.
+func sampleRSS(procs []*stack.Proc, peak *int64) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			var sum int64
+			for _, p := range procs {
+				if v, err := p.RSS(); err == nil {
+					sum += v
+				}
+			}
+			*peak = max(*peak, sum)
+			select {
+			case <-done:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+func fetchProfile(ctx context.Context, base, path string, seconds int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func median(ms []measurement, f func(measurement) float64) float64 {
+	v := make([]float64, len(ms))
+	for i, m := range ms {
+		v[i] = f(m)
+	}
+	sort.Float64s(v)
+	return v[len(v)/2]
+}
+
+func printTable(inputs []input, chosen []subject, results map[string][]measurement, rounds, spans, concurrency int) {
+	fmt.Printf("\nWhole collector, %d spans per run, %d concurrent senders, median of %d rounds (CPU: the collectors' own user+system time; RSS: peak, summed over a subject's processes)\n", spans, concurrency, rounds)
+	for _, in := range inputs {
+		fmt.Printf("\n%s\n\n| subject | CPU µs/span | CPU vs no processor | peak RSS MB | spans/s at saturation | spans/s vs no processor | spans lost | spans refused |\n|---|---|---|---|---|---|---|---|\n", in.name)
+		base := results[in.name+"/no processor"]
+		for _, s := range chosen {
+			ms := results[in.name+"/"+s.name]
+			cpu := median(ms, measurement.cpuPerSpan)
+			rate := median(ms, measurement.rate)
+			var lost, refused int
+			for _, m := range ms {
+				lost += m.lost
+				refused += m.refused
+			}
+			cpuRatio, rateRatio := "", ""
+			if len(base) > 0 {
+				cpuRatio = fmt.Sprintf("%.2f×", cpu/median(base, measurement.cpuPerSpan))
+				rateRatio = fmt.Sprintf("%.2f×", rate/median(base, measurement.rate))
+			}
+			fmt.Printf("| %s | %.1f | %s | %.0f | %.0f | %s | %d | %d |\n", s.name, cpu, cpuRatio,
+				median(ms, func(m measurement) float64 { return float64(m.rss) / 1e6 }), rate, rateRatio, lost, refused)
+		}
+	}
+}
