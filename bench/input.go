@@ -6,6 +6,7 @@ package bench
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"reflect"
 	"sort"
@@ -18,17 +19,43 @@ import (
 	"github.com/tracestitch/tracestitch/meshsim"
 )
 
-// Shape is the size of the simulated requests.
-type Shape int
+// Shape is the kind of traffic a round is fed.
+type Shape string
 
 const (
-	Spans10  Shape = 10
-	Spans100 Shape = 100
+	// Spans10, Spans100, Spans1000: requests of about that many spans, 30%
+	// of them broken by a service that forwards only x-request-id.
+	Spans10   Shape = "10-span traces"
+	Spans100  Shape = "100-span traces"
+	Spans1000 Shape = "1000-span traces"
+	// SingleSpan: probes, each a lone SERVER span with a request ID of its
+	// own (the SERVER spans of Spans10, each in a trace of its own).
+	SingleSpan Shape = "single-span traces"
+	// SpanPerResource: Spans10 with every span in a ResourceSpans and a
+	// ScopeSpans of its own, as a batch processor in front leaves many small
+	// payloads concatenated.
+	SpanPerResource Shape = "one span per ResourceSpans"
+	// Mix: the calibrated simulator's default mesh (an Istio gateway; one
+	// service forwards only x-request-id, one nothing).
+	Mix Shape = "calibrated mix"
 )
 
-// topology builds a mesh whose requests have about `shape` spans; broken
+// Shapes are every shape, in table order.
+var Shapes = []Shape{Spans10, Spans100, Spans1000, SingleSpan, SpanPerResource, Mix}
+
+// ParseShape accepts a shape's name or its span count (10, 100, 1000).
+func ParseShape(name string) (Shape, error) {
+	for _, s := range Shapes {
+		if name == string(s) || name+"-span traces" == string(s) {
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("unknown shape %q", name)
+}
+
+// topology builds a mesh whose requests have about `size` spans; broken
 // makes one mid-level service forward only x-request-id.
-func topology(shape Shape, broken bool) *meshsim.Topology {
+func topology(size int, broken bool) *meshsim.Topology {
 	var b strings.Builder
 	b.WriteString("entry: gateway\nservices:\n")
 	svc := func(name string, prop meshsim.Propagation, calls ...string) {
@@ -45,25 +72,33 @@ func topology(shape Shape, broken bool) *meshsim.Topology {
 	if broken {
 		mid = meshsim.PropagationRequestIDOnly
 	}
-	switch shape {
-	case Spans10: // 1 + 2×4 calls = 9 spans, 10 with a retry now and then
+	if size == 10 { // 1 + 2×4 calls = 9 spans, 10 with a retry now and then
 		svc("gateway", meshsim.PropagationFull, "a")
 		svc("a", mid, "b", "c")
 		svc("b", meshsim.PropagationFull, "d")
 		svc("c", meshsim.PropagationFull)
 		svc("d", meshsim.PropagationFull)
-	default: // 1 + 2×(1+7+42) = 101 spans
-		leaves := make([]string, 7)
-		for i := range leaves {
-			leaves[i] = fmt.Sprintf("l%d", i)
+	} else {
+		// a gateway, a hub, `leaves` services under the hub, each calling
+		// the same `subs` services: 1 + 2×(1 + leaves + leaves×subs) spans
+		leaves, subs := 7, 6 // 1 + 2×(1+7+42) = 101
+		if size == 1000 {
+			leaves, subs = 10, 49 // 1 + 2×(1+10+490) = 1003
+		}
+		names := func(prefix string, n int) []string {
+			out := make([]string, n)
+			for i := range out {
+				out[i] = fmt.Sprintf("%s%d", prefix, i)
+			}
+			return out
 		}
 		svc("gateway", meshsim.PropagationFull, "hub")
-		svc("hub", mid, leaves...)
-		for _, l := range leaves {
-			svc(l, meshsim.PropagationFull, "s0", "s1", "s2", "s3", "s4", "s5")
+		svc("hub", mid, names("l", leaves)...)
+		for _, l := range names("l", leaves) {
+			svc(l, meshsim.PropagationFull, names("s", subs)...)
 		}
-		for i := 0; i < 6; i++ {
-			svc(fmt.Sprintf("s%d", i), meshsim.PropagationFull)
+		for _, s := range names("s", subs) {
+			svc(s, meshsim.PropagationFull)
 		}
 	}
 	t, err := meshsim.ParseTopology([]byte(b.String()))
@@ -86,38 +121,35 @@ type Input struct {
 	attrCaps [][]int
 }
 
-// Generate makes about `spans` spans of requests of the given shape, 30% of
-// them broken (request ID forwarded, trace headers not), in batches of the
-// spans that arrived within 50ms. Requests are simulated once and replicated
-// with fresh IDs, which keeps generation cheap for a million spans.
+// Generate makes about `spans` spans of the given shape in batches of the
+// spans that arrived within 50ms. Requests are simulated once and
+// replicated with fresh IDs, which keeps generation cheap for a million
+// spans.
 func Generate(shape Shape, spans int) Input {
-	const requests = 200
-	opts := meshsim.DefaultOptions()
-	opts.Requests = requests * 7 / 10
-	opts.RetryRate = 0
-	whole := meshsim.Run(topology(shape, false), opts).Spans
-	opts.Requests = requests * 3 / 10
-	opts.Seed = 2
-	broken := meshsim.Run(topology(shape, true), opts).Spans
-	for _, s := range broken {
-		s.Request += requests // keep request numbers apart
-	}
-	all := append(whole, broken...)
-	sort.SliceStable(all, func(i, j int) bool { return all[i].Arrival.Before(all[j].Arrival) })
-
+	all := simulate(shape)
 	var base []ptrace.Traces
 	var caps [][]int
-	n := 0
 	for _, b := range meshsim.Batches(all, 50e6) {
 		td, err := meshsim.Traces(b)
 		if err != nil {
 			panic(err)
 		}
+		switch shape {
+		case SingleSpan:
+			td = probes(td)
+		case SpanPerResource:
+			td = spanPerResource(td)
+		}
+		if td.SpanCount() == 0 {
+			continue
+		}
 		base = append(base, td)
 		caps = append(caps, attrCapacities(td))
-		n += td.SpanCount()
 	}
-	in := Input{moves: stitchDecisions(all), attrCaps: caps}
+	in := Input{attrCaps: caps}
+	if shape != SingleSpan {
+		in.moves = stitchDecisions(all)
+	}
 	for rep := 0; in.Spans < spans; rep++ {
 		in.reps++
 		for _, td := range base {
@@ -131,6 +163,90 @@ func Generate(shape Shape, spans int) Input {
 		}
 	}
 	return in
+}
+
+// simulate runs the simulator for one replica of a shape's traffic.
+func simulate(shape Shape) []*meshsim.Span {
+	if shape == Mix {
+		topo, err := meshsim.LoadTopology("")
+		if err != nil {
+			panic(err)
+		}
+		opts := meshsim.DefaultOptions()
+		opts.Requests = 200
+		return meshsim.Run(topo, opts).Spans
+	}
+	size := 10
+	switch shape {
+	case Spans100:
+		size = 100
+	case Spans1000:
+		size = 1000
+	}
+	requests := 200
+	if size == 1000 {
+		requests = 20
+	}
+	opts := meshsim.DefaultOptions()
+	opts.Requests = requests * 7 / 10
+	opts.RetryRate = 0
+	whole := meshsim.Run(topology(size, false), opts).Spans
+	opts.Requests = requests * 3 / 10
+	opts.Seed = 2
+	broken := meshsim.Run(topology(size, true), opts).Spans
+	for _, s := range broken {
+		s.Request += requests // keep request numbers apart
+	}
+	all := append(whole, broken...)
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Arrival.Before(all[j].Arrival) })
+	return all
+}
+
+// probes keeps td's SERVER spans, each alone in a trace whose ID is its
+// span ID twice, without parent, with a request ID of its own.
+func probes(td ptrace.Traces) ptrace.Traces {
+	td.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool {
+		rs.ScopeSpans().RemoveIf(func(ss ptrace.ScopeSpans) bool {
+			ss.Spans().RemoveIf(func(s ptrace.Span) bool { return s.Kind() != ptrace.SpanKindServer })
+			return ss.Spans().Len() == 0
+		})
+		return rs.ScopeSpans().Len() == 0
+	})
+	pdatautil.EachSpan(td, func(s ptrace.Span) {
+		id := s.SpanID()
+		var t pcommon.TraceID
+		copy(t[:8], id[:])
+		copy(t[8:], id[:])
+		s.SetTraceID(t)
+		s.SetParentSpanID(pcommon.SpanID{})
+		for _, key := range []string{"guid:x-request-id", "http.request.header.x-request-id"} {
+			if v, ok := s.Attributes().Get(key); ok && v.Type() == pcommon.ValueTypeStr && len(v.Str()) == 36 {
+				// unique in the groups that replicas keep (see reID)
+				v.SetStr(hex.EncodeToString(id[:4]) + v.Str()[8:24] + hex.EncodeToString(id[4:6]) + v.Str()[28:])
+			}
+		}
+	})
+	return td
+}
+
+// spanPerResource moves every span of td into a ResourceSpans and a
+// ScopeSpans of its own, copies of those it was under.
+func spanPerResource(td ptrace.Traces) ptrace.Traces {
+	out := ptrace.NewTraces()
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, s := range ss.Spans().All() {
+				ors := out.ResourceSpans().AppendEmpty()
+				rs.Resource().CopyTo(ors.Resource())
+				ors.SetSchemaUrl(rs.SchemaUrl())
+				oss := ors.ScopeSpans().AppendEmpty()
+				ss.Scope().CopyTo(oss.Scope())
+				oss.SetSchemaUrl(ss.SchemaUrl())
+				s.CopyTo(oss.Spans().AppendEmpty())
+			}
+		}
+	}
+	return out
 }
 
 // stitchDecisions maps the trace ID of every fragment a correct stitcher

@@ -26,8 +26,8 @@ func main() {
 	maxHeld := flag.Int("max-held", 1_000_000, "largest buffered volume for the memory and flatness tables")
 	cpuprofile := flag.String("cpuprofile", "", "instead of the tables: profile the timed passes of -subject on -shape, one file per round (FILE.1, FILE.2, ...)")
 	subject := flag.String("subject", string(bench.Tracestitch), "subject to profile")
-	shape := flag.Int("shape", int(bench.Spans100), "trace shape to profile: 10 or 100")
-	compare := flag.String("compare", "", "instead of the tables: these subjects (comma-separated), taking turns for -rounds rounds on 10- and 100-span traces; prints each one's cost per round relative to the first")
+	shape := flag.String("shape", "100", "trace shape to profile: 10, 100, 1000 or a shape's name")
+	compare := flag.String("compare", "", "instead of the tables: these subjects (comma-separated), taking turns for -rounds rounds on every shape; prints each one's cost per round relative to the first")
 	flag.Parse()
 	var err error
 	if *compare != "" {
@@ -37,7 +37,10 @@ func main() {
 		}
 		err = compareSubjects(subjects, *spans, *rounds)
 	} else if *cpuprofile != "" {
-		err = profile(*cpuprofile, bench.Subject(*subject), bench.Shape(*shape), *spans, *rounds)
+		var sh bench.Shape
+		if sh, err = bench.ParseShape(*shape); err == nil {
+			err = profile(*cpuprofile, bench.Subject(*subject), sh, *spans, *rounds)
+		}
 	} else {
 		err = run(*spans, *rounds, *maxHeld)
 	}
@@ -49,9 +52,6 @@ func main() {
 
 // profile runs rounds of one subject with a CPU profile of each timed pass.
 func profile(file string, s bench.Subject, shape bench.Shape, spans, rounds int) error {
-	if shape != bench.Spans10 && shape != bench.Spans100 {
-		return fmt.Errorf("-shape must be 10 or 100, got %d", shape)
-	}
 	in := bench.Generate(shape, spans)
 	var (
 		out     *os.File
@@ -80,7 +80,7 @@ func profile(file string, s bench.Subject, shape bench.Shape, spans, rounds int)
 		if profErr != nil {
 			return profErr
 		}
-		fmt.Printf("%s, %d-span traces: %.0f CPU ns/span\n", s, shape, cpuPerSpan(r))
+		fmt.Printf("%s, %s: %.0f CPU ns/span\n", s, shape, cpuPerSpan(r))
 	}
 	fmt.Printf("%d profiles; read them with: go tool pprof -top %s.*\n", len(files), file)
 	return nil
@@ -94,7 +94,7 @@ func compareSubjects(subjects []bench.Subject, spans, rounds int) error {
 	fmt.Printf("machine: %s/%s, %d CPUs, %s; %d spans per round, %d rounds, subjects taking turns\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), spans, rounds)
 	fmt.Printf("| shape | subject | CPU ns/span (median) | ratio vs %s: median | lower quartile | upper quartile | lowest | highest |\n", subjects[0])
 	fmt.Println("|---|---|---|---|---|---|---|---|")
-	for _, shape := range []bench.Shape{bench.Spans10, bench.Spans100} {
+	for _, shape := range bench.Shapes {
 		in := bench.Generate(shape, spans)
 		rows := make([][]bench.Round, len(subjects))
 		for range rounds {
@@ -108,7 +108,7 @@ func compareSubjects(subjects []bench.Subject, spans, rounds int) error {
 		}
 		for i, s := range subjects {
 			ratios := roundRatios(rows[i], rows[0])
-			fmt.Printf("| %d-span traces | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", shape, s, median(rows[i], cpuPerSpan),
+			fmt.Printf("| %s | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", shape, s, median(rows[i], cpuPerSpan),
 				ratios[len(ratios)/2], ratios[len(ratios)/4], ratios[(3*len(ratios))/4], ratios[0], ratios[len(ratios)-1])
 		}
 	}
@@ -158,9 +158,10 @@ func run(spans, rounds, maxHeld int) error {
 	}
 	var ingest []ingestRow
 	var spread []string
+	throughput := map[bench.Shape]float64{} // tracestitch's spans/s over groupbytrace's
 	ingestPerSpan := func(r bench.Round) float64 { return float64(r.Ingest.Nanoseconds()) / float64(r.Spans) }
 	waitPerSpan := func(r bench.Round) float64 { return float64(r.LockWait.Nanoseconds()) / float64(r.Spans) }
-	for _, shape := range []bench.Shape{bench.Spans10, bench.Spans100} {
+	for _, shape := range bench.Shapes {
 		in := bench.Generate(shape, spans)
 		cpu := map[bench.Subject]float64{}
 		rows := map[bench.Subject][]bench.Round{}
@@ -203,11 +204,12 @@ func run(spans, rounds, maxHeld int) error {
 			for _, r := range rs {
 				lost += r.Lost
 			}
-			fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.1f | %d of %d | %.3f | %.2f | %.2f | %.2f |\n",
+			fmt.Printf("| %s | %s | %.0f | %.0f | %.0f | %.1f | %d of %d | %.3f | %.2f | %.2f | %.2f |\n",
 				shape, s, 1e9/cpu[s], cpu[s], wall, allocs, lost, len(rs)*in.Spans,
 				cpu[s]/cpu[bench.Groupbytrace], cpu[s]/cpu[bench.Floor], cpu[s]/cpu[bench.RewriteFloor], cpu[s]/cpu[bench.IndexFloor])
 		}
-		spread = append(spread, fmt.Sprintf("%d-span traces: throughput vs groupbytrace %s, cost vs floor %s, cost vs rewrite floor %s, cost vs index floor %s; the index floor's cost vs floor %s",
+		throughput[shape] = cpu[bench.Groupbytrace] / cpu[bench.Tracestitch]
+		spread = append(spread, fmt.Sprintf("%s: throughput vs groupbytrace %s, cost vs floor %s, cost vs rewrite floor %s, cost vs index floor %s; the index floor's cost vs floor %s",
 			shape, roundRange(rows[bench.Groupbytrace], rows[bench.Tracestitch]),
 			roundRange(rows[bench.Tracestitch], rows[bench.Floor]), roundRange(rows[bench.Tracestitch], rows[bench.RewriteFloor]),
 			roundRange(rows[bench.Tracestitch], rows[bench.IndexFloor]), roundRange(rows[bench.IndexFloor], rows[bench.Floor])))
@@ -223,7 +225,7 @@ func run(spans, rounds, maxHeld int) error {
 	fmt.Println("\n| shape | subject | 1 caller: ingest ns/span | lock wait ns/span | 2 callers: ingest ns/span | lock wait ns/span | speedup | spans lost with 2 callers |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range ingest {
-		fmt.Printf("| %d-span traces | %s | %.0f | %.0f | %.0f | %.0f | %.2f | %d of %d |\n", r.shape, r.subject, r.one, r.waitOne, r.two, r.waitTwo, r.one/r.two, r.lost, r.sent)
+		fmt.Printf("| %s | %s | %.0f | %.0f | %.0f | %.0f | %.2f | %d of %d |\n", r.shape, r.subject, r.one, r.waitOne, r.two, r.waitTwo, r.one/r.two, r.lost, r.sent)
 	}
 
 	// Each volume's input is generated, used and dropped in turn: a live
@@ -233,66 +235,97 @@ func run(spans, rounds, maxHeld int) error {
 	// inflate the GC cost of anything measured after it.
 	volumes := []int{1_000, 100_000, 1_000_000}
 	type row struct {
+		shape           bench.Shape
 		spans           int
 		ts, floor       float64
 		heldTS, heldFlr float64
+		heldGBT         float64
 	}
 	var rowsV []row
-	for _, v := range volumes {
-		if v > maxHeld {
-			break
-		}
-		in := bench.Generate(bench.Spans10, v)
-		// small volumes are short rounds: more of them, so that fixed costs
-		// and noise do not decide the median
-		n := rounds
-		if in.Spans < 100_000 {
-			n = 5 * rounds
-		}
-		var ts, fl []bench.Round
-		// Round -1 is not counted: the first round at a bigger volume grows
-		// the process's heap, and the page faults of that growth are CPU
-		// time too (system time; a million spans took 3-4× longer in it).
-		for r := -1; r < n; r++ {
-			t, err := bench.FlushRound(bench.Tracestitch, in)
+	for _, shape := range bench.Shapes {
+		for _, v := range volumes {
+			if v > maxHeld {
+				break
+			}
+			in := bench.Generate(shape, v)
+			// small volumes are short rounds: more of them, so that fixed
+			// costs and noise do not decide the median
+			n := rounds
+			if in.Spans < 100_000 {
+				n = 5 * rounds
+			}
+			var ts, fl []bench.Round
+			// Round -1 is not counted: the first round at a bigger volume
+			// grows the process's heap, and the page faults of that growth
+			// are CPU time too (system time; a million spans took 3-4× longer
+			// in it).
+			for r := -1; r < n; r++ {
+				t, err := bench.FlushRound(bench.Tracestitch, in)
+				if err != nil {
+					return err
+				}
+				f, err := bench.FlushRound(bench.Floor, in)
+				if err != nil {
+					return err
+				}
+				if r >= 0 {
+					ts, fl = append(ts, t), append(fl, f)
+				}
+			}
+			hts, err := bench.HeldPerSpan(bench.Tracestitch, in)
 			if err != nil {
 				return err
 			}
-			f, err := bench.FlushRound(bench.Floor, in)
+			hfl, err := bench.HeldPerSpan(bench.Floor, in)
 			if err != nil {
 				return err
 			}
-			if r >= 0 {
-				ts, fl = append(ts, t), append(fl, f)
-			}
+			rowsV = append(rowsV, row{shape: shape, spans: in.Spans, ts: median(ts, cpuPerSpan), floor: median(fl, cpuPerSpan), heldTS: hts, heldFlr: hfl})
 		}
-		hts, err := bench.HeldPerSpan(bench.Tracestitch, in)
-		if err != nil {
-			return err
-		}
-		hfl, err := bench.HeldPerSpan(bench.Floor, in)
-		if err != nil {
-			return err
-		}
-		rowsV = append(rowsV, row{in.Spans, median(ts, cpuPerSpan), median(fl, cpuPerSpan), hts, hfl})
 	}
-	fmt.Println("\ncost per span by buffered volume (10-span traces; everything buffered, then released by Shutdown):")
-	fmt.Println("\n| buffered spans | tracestitch CPU ns/span | ratio vs smallest | floor CPU ns/span | tracestitch / floor |")
-	fmt.Println("|---|---|---|---|---|")
-	for _, r := range rowsV {
-		fmt.Printf("| %d | %.0f | %.2f | %.0f | %.2f |\n", r.spans, r.ts, r.ts/rowsV[0].ts, r.floor, r.ts/r.floor)
-	}
-
-	fmt.Println("\nbytes held per buffered span (live heap / buffered spans, 10-span traces, nothing released):")
-	fmt.Println("\n| buffered spans | tracestitch | groupbytrace | floor | tracestitch / groupbytrace |")
-	fmt.Println("|---|---|---|---|---|")
-	for _, r := range rowsV {
-		in := bench.Generate(bench.Spans10, r.spans)
+	for i := range rowsV {
+		in := bench.Generate(rowsV[i].shape, rowsV[i].spans)
 		g, err := bench.HeldPerSpan(bench.Groupbytrace, in)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("| %d | %.0f | %.0f | %.0f | %.2f |\n", r.spans, r.heldTS, g, r.heldFlr, r.heldTS/g)
+		rowsV[i].heldGBT = g
+	}
+
+	fmt.Println("\ncost per span by buffered volume (everything buffered, then released by Shutdown):")
+	fmt.Println("\n| shape | buffered spans | tracestitch CPU ns/span | ratio vs smallest | floor CPU ns/span | tracestitch / floor |")
+	fmt.Println("|---|---|---|---|---|---|")
+	smallest := map[bench.Shape]float64{}
+	flat := map[bench.Shape]float64{} // largest volume's cost over the smallest's
+	for _, r := range rowsV {
+		if _, ok := smallest[r.shape]; !ok {
+			smallest[r.shape] = r.ts
+		}
+		flat[r.shape] = r.ts / smallest[r.shape]
+		fmt.Printf("| %s | %d | %.0f | %.2f | %.0f | %.2f |\n", r.shape, r.spans, r.ts, r.ts/smallest[r.shape], r.floor, r.ts/r.floor)
+	}
+
+	fmt.Println("\nbytes held per buffered span (live heap / buffered spans, nothing released):")
+	fmt.Println("\n| shape | buffered spans | tracestitch | groupbytrace | floor | tracestitch / groupbytrace |")
+	fmt.Println("|---|---|---|---|---|---|")
+	held := map[bench.Shape]float64{} // worst tracestitch / groupbytrace over the volumes
+	for _, r := range rowsV {
+		held[r.shape] = max(held[r.shape], r.heldTS/r.heldGBT)
+		fmt.Printf("| %s | %d | %.0f | %.0f | %.0f | %.2f |\n", r.shape, r.spans, r.heldTS, r.heldGBT, r.heldFlr, r.heldTS/r.heldGBT)
+	}
+
+	fmt.Println("\ntargets on every shape (throughput ≥ 10× groupbytrace's; held bytes per span ≤ groupbytrace's at every volume; cost per span at the largest volume within 1.2× of the smallest's):")
+	fmt.Println("\n| shape | throughput vs groupbytrace | | held bytes vs groupbytrace (worst) | | cost, largest / smallest volume | |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	mark := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**missed**"
+	}
+	for _, shape := range bench.Shapes {
+		fmt.Printf("| %s | %.1f× | %s | %.2f | %s | %.2f | %s |\n", shape,
+			throughput[shape], mark(throughput[shape] >= 10), held[shape], mark(held[shape] <= 1), flat[shape], mark(flat[shape] <= 1.2))
 	}
 	return nil
 }
