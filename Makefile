@@ -8,7 +8,7 @@ OCB         := $(BIN)/builder-$(OCB_VERSION)
 COLLECTOR   := build/otelcol-tracestitch
 COMPONENT   := processor/tracestitch
 
-.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e e2e-scale accuracy bench bench-pipeline floors profile fuzz clean
+.PHONY: test vet unit generate check-generated build smoke run collector jaeger e2e e2e-scale accuracy bench bench-pipeline bench-collector floors profile fuzz clean
 
 JAEGER      := $(BIN)/jaeger
 
@@ -75,13 +75,13 @@ bench:
 
 ## bench-pipeline: the whole collector (ocb-built, bench/pipeline) with no processor, batch, groupbytrace, tracestitch, and key + stitch stages, side by side on loopback; prints the table
 BENCH_COLLECTOR := build/otelcol-bench
-$(BENCH_COLLECTOR): $(OCB) bench/pipeline/builder-config.yaml
+bench-collector: $(OCB)
 	mkdir -p build
 	$(OCB) --config bench/pipeline/builder-config.yaml
 	cp build/otelcol-bench-src/otelcol-bench $(BENCH_COLLECTOR)
 
-bench-pipeline: $(BENCH_COLLECTOR)
-	$(GO) run ./bench/cmd/benchpipeline -collector $(BENCH_COLLECTOR)
+bench-pipeline: bench-collector
+	$(GO) run ./bench/cmd/benchpipeline -collector $(BENCH_COLLECTOR) -profile build
 
 ## floors: the floor, rewrite floor and index floor over many rounds (ROUNDS), their costs relative to the floor's round by round
 ROUNDS ?= 20

@@ -242,15 +242,16 @@ func cpuTime() time.Duration {
 }
 
 // HeldPerSpan buffers the input with a long wait and returns the live heap
-// the subject holds per buffered span.
+// the subject holds per buffered span: the spans with their resources and
+// scopes, as it keeps them, and its own structures (the live heap before the
+// input was copied is the baseline).
 func HeldPerSpan(s Subject, in Input) (float64, error) {
-	// Exact attribute arrays: the input's memory is the baseline, and
-	// groupbytrace keeps copies of the spans (exact) where the others keep
-	// the spans themselves, so room left by a receiver would count against
-	// some subjects and for others.
+	// Exact attribute arrays: groupbytrace keeps copies of the spans (exact)
+	// where the others keep the spans themselves, so room left by a receiver
+	// would count against some subjects and for others.
+	base := liveHeap()
 	batches := in.copies(0, false)
 	sink := &countSink{}
-	base := liveHeap()
 	p, tel, err := create(s, in, time.Hour, 4*in.Spans, sink)
 	if err != nil {
 		return 0, err

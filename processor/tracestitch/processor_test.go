@@ -545,6 +545,50 @@ func TestSourcesSharedUntilRelease(t *testing.T) {
 	h.shutdown()
 }
 
+// TestRepeatedSourcesAreShared: a batch that carries one span per
+// ResourceSpans (a batch processor concatenating small payloads) shares
+// each distinct resource and scope among the spans that arrived under an
+// equal one, and hands them on as if they had arrived together.
+func TestRepeatedSourcesAreShared(t *testing.T) {
+	batch := func() ptrace.Traces {
+		td := ptrace.NewTraces()
+		for i, res := range []string{"a", "a", "b", "a", "a"} {
+			rs := td.ResourceSpans().AppendEmpty()
+			rs.Resource().Attributes().PutStr("service.name", res)
+			rs.Resource().Attributes().PutStr("k8s.pod.name", res+"-1")
+			ss := rs.ScopeSpans().AppendEmpty()
+			ss.Scope().SetName("envoy")
+			if i == 4 {
+				ss.Scope().SetVersion("2") // another scope of resource a
+			}
+			span := ss.Spans().AppendEmpty()
+			span.SetTraceID(pcommon.TraceID{15: 1})
+			span.SetSpanID(pcommon.SpanID{7: byte(i + 1)})
+		}
+		return td
+	}
+	h := newHarness(t, nil)
+	sp := &batchSplit{byTrace: map[pcommon.TraceID]int32{}}
+	sp.split(batch(), &h.p.buf.reader, h.p.buf.names)
+	require.Len(t, sp.frags, 1)
+	parts := sp.frags[0].parts
+	require.Len(t, parts, 4, "a (spans 1, 2), b (3), a (4), a with scope version 2 (5)")
+	assert.Equal(t, 2, parts[0].spans.Len())
+	assert.Same(t, parts[0].src, parts[2].src, "resource a and its scope, shared")
+	assert.Same(t, parts[0].src.res, parts[3].src.res, "resource a under another scope")
+	assert.NotSame(t, parts[0].src, parts[3].src)
+	assert.NotSame(t, parts[0].src.res, parts[1].src.res)
+
+	h.sendTraces(batch())
+	h.advance(2 * time.Second)
+	require.Len(t, h.sink.AllTraces(), 1)
+	assert.Equal(t, []string{
+		"map[k8s.pod.name:a-1 service.name:a] : [envoy  map[] : 1 2 4] [envoy 2 map[] : 5]",
+		"map[k8s.pod.name:b-1 service.name:b] : [envoy  map[] : 3]",
+	}, layout(h.sink.AllTraces()[0]))
+	h.shutdown()
+}
+
 // TestReleaseBatchesHoldWholeTraces: a release is handed on in as few
 // calls as release_batch_max_spans allows; a trace is never split between
 // calls, and a trace bigger than the cap goes alone.

@@ -27,6 +27,7 @@ type batchSplit struct {
 	orphan              []bool // of each record
 	// stamp of the current source scope (see fragment)
 	ssStamp uint64
+	sources batchSources
 }
 
 // fragment holds the spans of one trace ID of a batch.
@@ -127,15 +128,17 @@ func (sp *batchSplit) split(td ptrace.Traces, reader *recReader, names *serviceT
 					if fr.ssStamp != sp.ssStamp {
 						if src == nil {
 							if res == nil {
-								res = &sourceResource{resource: pcommon.NewResource(), schemaURL: rs.SchemaUrl(), identity: identity}
-								rs.Resource().MoveTo(res.resource)
+								res = sp.sources.resource(rs, identity)
 							}
-							src = &source{res: res, scope: pcommon.NewInstrumentationScope(), schemaURL: ss.SchemaUrl()}
-							ss.Scope().MoveTo(src.scope)
+							src = sp.sources.source(res, ss)
 						}
-						dest := ptrace.NewSpanSlice()
-						dest.EnsureCapacity(int(fr.pending))
-						fr.parts = append(fr.parts, part{src: src, spans: dest})
+						// A run under a source equal to the fragment's last one
+						// (a batch that repeats resources) joins its part.
+						if n := len(fr.parts); n == 0 || fr.parts[n-1].src != src {
+							dest := ptrace.NewSpanSlice()
+							dest.EnsureCapacity(int(fr.pending))
+							fr.parts = append(fr.parts, part{src: src, spans: dest})
+						}
 						fr.pending = 0
 						fr.ssStamp = sp.ssStamp
 					}
@@ -160,6 +163,7 @@ func (sp *batchSplit) reset() bool {
 	}
 	sp.st = addStats{}
 	clear(sp.byTrace)
+	sp.sources.reset()
 	return true
 }
 

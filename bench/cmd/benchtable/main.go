@@ -145,7 +145,7 @@ func roundRange(a, b []bench.Round) string {
 
 func run(spans, rounds, maxHeld int) error {
 	fmt.Printf("machine: %s/%s, %d CPUs (GOMAXPROCS %d), %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	fmt.Printf("input: meshsim traffic, 30%% of requests broken (request ID only), %d spans per round, wait_duration %v, median of %d rounds\n\n", spans, bench.Wait, rounds)
+	fmt.Printf("input: meshsim traffic of each shape (see bench/README.md), %d spans per round, wait_duration %v, median of %d rounds\n\n", spans, bench.Wait, rounds)
 
 	fmt.Println("| shape | subject | spans/s per core | CPU ns/span | wall ns/span | allocs/span | spans lost | CPU ratio vs groupbytrace | CPU ratio vs floor | CPU ratio vs rewrite floor | CPU ratio vs index floor |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
