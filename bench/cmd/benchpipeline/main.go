@@ -217,7 +217,7 @@ type measurement struct {
 	// through is the wall time until the sink had every accepted span, less
 	// the subject's wait for the last ones
 	through time.Duration
-	rss                  int64         // peak, summed over the subject's processes
+	rss     int64 // peak, summed over the subject's processes
 }
 
 func (m measurement) cpuPerSpan() float64 {
