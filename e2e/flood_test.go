@@ -33,7 +33,7 @@ const (
 	floodSinkPerSpan  = 2 * time.Millisecond // per span and exporter consumer
 	floodSenders      = 8
 	floodPostSpans    = 100
-	floodRSSAllowance = 100 << 20 // what a collector holds beside the heap memory_limiter watches: code, stacks, garbage not yet collected
+	floodRSSAllowance = 128 << 20 // what a collector holds beside the heap memory_limiter watches: code, stacks, garbage not yet collected
 )
 
 // slowSink is a Zipkin backend that takes floodSinkPerSpan per span of a
