@@ -3,16 +3,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,33 +30,6 @@ const (
 	floodRSSAllowance = 128 << 20 // what a collector holds beside the heap memory_limiter watches: code, stacks, garbage not yet collected
 )
 
-// slowSink is a Zipkin backend that takes floodSinkPerSpan per span of a
-// POST and counts the spans it accepted.
-type slowSink struct {
-	url   string
-	spans atomic.Int64
-}
-
-func startSlowSink(t *testing.T) *slowSink {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &slowSink{url: "http://" + l.Addr().String() + "/api/v2/spans"}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		n := bytes.Count(b, []byte(`"traceId"`))
-		time.Sleep(time.Duration(n) * floodSinkPerSpan)
-		s.spans.Add(int64(n))
-		w.WriteHeader(http.StatusAccepted)
-	})}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return s
-}
-
 // TestFloodUnderMemoryLimit sends 10× max_buffered_spans as fast as the
 // collector takes them to a backend slower than the senders: memory_limiter
 // bounds the collector's memory, the senders see refusals, and every span
@@ -70,7 +37,9 @@ func startSlowSink(t *testing.T) *slowSink {
 func TestFloodUnderMemoryLimit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	sink := startSlowSink(t)
+	sink, err := stack.StartSink(floodSinkPerSpan)
+	require.NoError(t, err)
+	t.Cleanup(sink.Close)
 	ports, err := stack.FreePorts(2)
 	require.NoError(t, err)
 	config, err := filepath.Abs("flood.yaml")
@@ -78,7 +47,7 @@ func TestFloodUnderMemoryLimit(t *testing.T) {
 	bin, err := filepath.Abs(envOr("COLLECTOR_BIN", "../build/otelcol-tracestitch"))
 	require.NoError(t, err)
 	p, err := stack.Launch("collector", bin, config, filepath.Join(t.TempDir(), "collector.log"), map[string]string{
-		"COLLECTOR_ZIPKIN_PORT": ports[0], "COLLECTOR_METRICS_PORT": ports[1], "SINK_URL": sink.url,
+		"COLLECTOR_ZIPKIN_PORT": ports[0], "COLLECTOR_METRICS_PORT": ports[1], "SINK_URL": sink.URL,
 		"LIMIT_MIB": strconv.Itoa(floodLimitMiB), "SPIKE_MIB": strconv.Itoa(floodSpikeMiB),
 		"MAX_BUFFERED_SPANS": strconv.Itoa(floodMaxBuffered),
 	})
@@ -98,70 +67,23 @@ func TestFloodUnderMemoryLimit(t *testing.T) {
 	require.NoError(t, err)
 	opts := meshsim.DefaultOptions()
 	opts.Start, opts.Requests = time.Now(), floodSpans/13+1
-	var bodies [][]byte
-	var counts []int
+	var posts []stack.Post
 	sent := 0
 	for chunk := range slices.Chunk(meshsim.Run(topo, opts).Spans, floodPostSpans) {
 		b, err := meshsim.ZipkinJSON(chunk)
 		require.NoError(t, err)
-		n := bytes.Count(b, []byte(`"traceId"`))
+		n := stack.CountZipkinSpans(b)
 		if n == 0 || sent >= floodSpans {
 			continue
 		}
-		bodies, counts = append(bodies, b), append(counts, n)
+		posts = append(posts, stack.Post{Receiver: "zipkin", ContentType: "application/json", Body: b, Spans: n})
 		sent += n
 	}
 
-	var peakRSS atomic.Int64
-	stopRSS := make(chan struct{})
-	rssDone := make(chan struct{})
-	go func() {
-		defer close(rssDone)
-		for {
-			if v, err := p.RSS(); err == nil && v > peakRSS.Load() {
-				peakRSS.Store(v)
-			}
-			select {
-			case <-stopRSS:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-
-	url := "http://127.0.0.1:" + ports[0] + "/api/v2/spans"
-	var refused, accepted atomic.Int64
-	statuses := map[int]int{}
-	var mu sync.Mutex
-	work := make(chan int)
-	var wg sync.WaitGroup
+	stopRSS := stack.PeakRSS(p)
 	start := time.Now()
-	for range floodSenders {
-		wg.Go(func() {
-			for i := range work {
-				code := 0
-				resp, err := http.Post(url, "application/json", bytes.NewReader(bodies[i]))
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					code = resp.StatusCode
-				}
-				mu.Lock()
-				statuses[code]++
-				mu.Unlock()
-				if code/100 == 2 {
-					accepted.Add(int64(counts[i]))
-				} else {
-					refused.Add(int64(counts[i]))
-				}
-			}
-		})
-	}
-	for i := range bodies {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	refusedSpans, statuses := stack.PostAll(ctx, map[string]string{"zipkin": "http://127.0.0.1:" + ports[0] + "/api/v2/spans"}, posts, floodSenders)
+	refused, accepted := int64(refusedSpans), int64(sent-refusedSpans)
 	floodTook := time.Since(start)
 
 	dropped := func(m stack.Metrics) float64 {
@@ -171,21 +93,20 @@ func TestFloodUnderMemoryLimit(t *testing.T) {
 	var m stack.Metrics
 	require.Eventually(t, func() bool {
 		m, err = stack.Scrape(ctx, metricsURL)
-		return err == nil && float64(sink.spans.Load())+dropped(m) >= float64(accepted.Load())
+		return err == nil && float64(sink.Spans())+dropped(m) >= float64(accepted)
 	}, 4*time.Minute, 250*time.Millisecond, "every accepted span reached the backend or was counted as dropped")
-	close(stopRSS)
-	<-rssDone
+	peakRSS := stopRSS()
 
 	bound := int64(floodLimitMiB<<20) + floodRSSAllowance
 	t.Logf("flood: %d spans in %d POSTs from %d senders in %v; accepted %d, refused %d (HTTP status → POSTs %v); in the backend %d, counted dropped %.0f (tracestitch %.0f, exporter %.0f); traces released early by max_buffered_spans %.0f; memory_limiter refused %.0f; RSS idle %.0f MiB, peak %.0f MiB (limit_mib %d, bound %d MiB)",
-		sent, len(bodies), floodSenders, floodTook.Round(time.Millisecond), accepted.Load(), refused.Load(), statuses, sink.spans.Load(), dropped(m),
+		sent, len(posts), floodSenders, floodTook.Round(time.Millisecond), accepted, refused, statuses, sink.Spans(), dropped(m),
 		m.Sum("otelcol_processor_tracestitch_spans_dropped"), m.Sum("otelcol_exporter_send_failed_spans")+m.Sum("otelcol_exporter_enqueue_failed_spans"),
-		m.Sum("otelcol_processor_tracestitch_traces_evicted"), m.Sum("otelcol_processor_memory_limiter_refused_spans"), float64(idleRSS)/(1<<20), float64(peakRSS.Load())/(1<<20), floodLimitMiB, bound>>20)
+		m.Sum("otelcol_processor_tracestitch_traces_evicted"), m.Sum("otelcol_processor_memory_limiter_refused_spans"), float64(idleRSS)/(1<<20), float64(peakRSS)/(1<<20), floodLimitMiB, bound>>20)
 
-	assert.Equal(t, float64(sent), float64(sink.spans.Load())+float64(refused.Load())+dropped(m), "every span is in the backend, refused to its sender or counted as dropped")
-	assert.Positive(t, refused.Load(), "the senders saw refusals")
-	assert.Equal(t, float64(refused.Load()), m.Sum("otelcol_processor_memory_limiter_refused_spans"), "memory_limiter refused what the senders saw refused")
-	assert.Equal(t, float64(refused.Load()), m.Sum("otelcol_receiver_refused_spans"), "the receiver refused what the senders saw refused")
-	assert.LessOrEqual(t, peakRSS.Load(), bound, "RSS stays under limit_mib plus the allowance")
-	assert.Equal(t, float64(accepted.Load()), m.Sum("otelcol_receiver_accepted_spans"), "the receiver's count of accepted spans is the senders'")
+	assert.Equal(t, float64(sent), float64(sink.Spans())+float64(refused)+dropped(m), "every span is in the backend, refused to its sender or counted as dropped")
+	assert.Positive(t, refused, "the senders saw refusals")
+	assert.Equal(t, float64(refused), m.Sum("otelcol_processor_memory_limiter_refused_spans"), "memory_limiter refused what the senders saw refused")
+	assert.Equal(t, float64(refused), m.Sum("otelcol_receiver_refused_spans"), "the receiver refused what the senders saw refused")
+	assert.LessOrEqual(t, peakRSS, bound, "RSS stays under limit_mib plus the allowance")
+	assert.Equal(t, float64(accepted), m.Sum("otelcol_receiver_accepted_spans"), "the receiver's count of accepted spans is the senders'")
 }

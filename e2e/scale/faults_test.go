@@ -85,8 +85,9 @@ func TestInstanceStoppedMidRun(t *testing.T) {
 			require.Eventually(t, func() bool {
 				return survivor.key.scrape().Sum(accepted)+victim.key.scrape().Sum(accepted) == float64(len(parts[0]))
 			}, time.Minute, 100*time.Millisecond, "the front delivered part one")
-			held := victim.key.scrape().Sum(buffered) + victim.stitch.scrape().Sum(buffered)
-			victimAccepted := victim.key.scrape().Sum(accepted)
+			victimKey := victim.key.scrape()
+			held := victimKey.Sum(buffered) + victim.stitch.scrape().Sum(buffered)
+			victimAccepted := victimKey.Sum(accepted)
 			survivorSent := survivor.key.scrape().Sum(lbSent, lb)
 			stopAt := time.Now()
 			require.NoError(t, tc.stop(victim))
@@ -97,7 +98,8 @@ func TestInstanceStoppedMidRun(t *testing.T) {
 			send(parts[1])
 			time.Sleep(outageFor)
 			settled(t, "the survivor", 2*time.Second, func() []float64 {
-				return []float64{tier.front.scrape().Sum(accepted), survivor.key.scrape().Sum(buffered), survivor.key.scrape().Sum(lbSent, lb)}
+				key := survivor.key.scrape()
+				return []float64{tier.front.scrape().Sum(accepted), key.Sum(buffered), key.Sum(lbSent, lb)}
 			})
 			survivorStitchBefore := survivor.stitch.scrape().Sum(accepted)
 
@@ -109,8 +111,9 @@ func TestInstanceStoppedMidRun(t *testing.T) {
 				return survivor.key.scrape().Sum(accepted)+victimAccepted+victim.key.scrape().Sum(accepted) == tier.front.scrape().Sum(accepted)
 			}, 2*time.Minute, 250*time.Millisecond, "the front delivered what it held")
 			after := settled(t, "the restarted victim", 12*time.Second, func() []float64 {
+				key := victim.key.scrape()
 				return []float64{
-					victim.key.scrape().Sum(accepted), victim.key.scrape().Sum(buffered), victim.key.scrape().Sum(lbSent, lb),
+					key.Sum(accepted), key.Sum(buffered), key.Sum(lbSent, lb),
 					victim.stitch.scrape().Sum(accepted), survivor.stitch.scrape().Sum(accepted),
 				}
 			})

@@ -102,7 +102,6 @@ func (e *env) jaeger(name string) jaeger {
 type collector struct {
 	*stack.Proc
 	metricsURL string
-	ready      string
 	env        *env
 }
 
@@ -111,13 +110,13 @@ func (e *env) collector(name, config string, vars map[string]string) *collector 
 	vars["METRICS_PORT"] = port
 	vars["COLLECTOR_METRICS_PORT"] = port
 	url := "http://127.0.0.1:" + port + "/metrics"
-	return &collector{Proc: e.launch(name, e.collectorBin, config, vars, url), metricsURL: url, ready: url, env: e}
+	return &collector{Proc: e.launch(name, e.collectorBin, config, vars, url), metricsURL: url, env: e}
 }
 
 // restart starts the collector again and waits until it answers.
 func (c *collector) restart() {
 	require.NoError(c.env.t, c.Start())
-	require.NoError(c.env.t, stack.WaitHTTP(c.env.ctx, c.ready, 60*time.Second), "%s did not restart", c.Name)
+	require.NoError(c.env.t, stack.WaitHTTP(c.env.ctx, c.metricsURL, 60*time.Second), "%s did not restart", c.Name)
 }
 
 func (c *collector) scrape() stack.Metrics {
@@ -231,15 +230,23 @@ func (e *env) front(name string, tier []string) (*collector, *meshsim.Sender) {
 	return c, &meshsim.Sender{ZipkinURL: "http://127.0.0.1:" + p[0] + "/api/v2/spans", OTLPURL: "http://127.0.0.1:" + p[1] + "/v1/traces"}
 }
 
-// sum adds a metric of the stitching processors over the subject's
-// running stitching collectors.
-func (s *subject) sum(name string, labels ...string) float64 {
-	var total float64
+// scrapeStitchers scrapes the subject's running stitching collectors.
+func (s *subject) scrapeStitchers() []stack.Metrics {
+	var out []stack.Metrics
 	for _, c := range s.stitchers {
-		if !c.Alive() {
-			continue
+		if c.Alive() {
+			out = append(out, c.scrape())
 		}
-		total += c.scrape().Sum(name, append(labels, fmt.Sprintf("processor=%q", s.stitchProc))...)
+	}
+	return out
+}
+
+// sum adds a metric of the stitching processors over scrapes of the
+// stitching collectors.
+func (s *subject) sum(scrapes []stack.Metrics, name string, labels ...string) float64 {
+	var total float64
+	for _, m := range scrapes {
+		total += m.Sum(name, append(labels, fmt.Sprintf("processor=%q", s.stitchProc))...)
 	}
 	return total
 }
@@ -248,7 +255,7 @@ func (s *subject) sum(name string, labels ...string) float64 {
 func (s *subject) awaitReleased(t *testing.T, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		return s.sum("otelcol_processor_tracestitch_spans_released") >= float64(n)
+		return s.sum(s.scrapeStitchers(), "otelcol_processor_tracestitch_spans_released") >= float64(n)
 	}, 2*time.Minute, 250*time.Millisecond, "%s released %d spans", s.name, n)
 }
 
@@ -299,17 +306,18 @@ type counts struct {
 }
 
 func (s *subject) counts() counts {
-	m := "otelcol_processor_tracestitch_"
+	m := s.scrapeStitchers()
+	const p = "otelcol_processor_tracestitch_"
 	return counts{
-		stitchParentID:  s.sum(m+"stitches", `method="parent_id"`),
-		stitchRequestID: s.sum(m+"stitches", `method="request_id"`),
-		ambiguous:       s.sum(m + "ambiguous"),
-		connected:       s.sum(m+"traces", `outcome="connected"`),
-		stitched:        s.sum(m+"traces", `outcome="stitched"`),
-		disconnected:    s.sum(m+"traces", `outcome="disconnected"`),
-		blamed:          s.sum(m + "broken_propagation"),
-		lateSpans:       s.sum(m + "late_spans"),
-		dropped:         s.sum(m + "spans_dropped"),
+		stitchParentID:  s.sum(m, p+"stitches", `method="parent_id"`),
+		stitchRequestID: s.sum(m, p+"stitches", `method="request_id"`),
+		ambiguous:       s.sum(m, p+"ambiguous"),
+		connected:       s.sum(m, p+"traces", `outcome="connected"`),
+		stitched:        s.sum(m, p+"traces", `outcome="stitched"`),
+		disconnected:    s.sum(m, p+"traces", `outcome="disconnected"`),
+		blamed:          s.sum(m, p+"broken_propagation"),
+		lateSpans:       s.sum(m, p+"late_spans"),
+		dropped:         s.sum(m, p+"spans_dropped"),
 	}
 }
 
@@ -332,12 +340,12 @@ func (s *subject) exporterLoss() float64 {
 
 // cpu is the CPU time the subject's collectors used so far.
 func (s *subject) cpu(t *testing.T) time.Duration {
-	var d time.Duration
+	var procs []*stack.Proc
 	for _, c := range s.all() {
-		v, err := c.CPU()
-		require.NoError(t, err)
-		d += v
+		procs = append(procs, c.Proc)
 	}
+	d, err := stack.TotalCPU(procs...)
+	require.NoError(t, err)
 	return d
 }
 

@@ -125,6 +125,19 @@ func (p *Proc) CPU() (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
+// TotalCPU is the CPU time the running procs have used, summed.
+func TotalCPU(procs ...*Proc) (time.Duration, error) {
+	var d time.Duration
+	for _, p := range procs {
+		c, err := p.CPU()
+		if err != nil {
+			return 0, err
+		}
+		d += c
+	}
+	return d, nil
+}
+
 // clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
 const clockTicks = 100
 

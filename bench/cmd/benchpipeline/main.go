@@ -8,20 +8,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -59,17 +55,10 @@ var subjects = []subject{
 	{"tracestitch key + stitch stages", []stage{{"[tracestitch/key]", "load_balancing"}, {"[tracestitch]", "zipkin"}}, 2 * time.Second},
 }
 
-// post is one request body to a receiver.
-type post struct {
-	path, contentType string
-	body              []byte
-	spans             int
-}
-
 // input is the traffic of one run, as POSTs.
 type input struct {
 	name  string
-	posts []post
+	posts []stack.Post
 	spans int
 }
 
@@ -96,11 +85,13 @@ func run() error {
 			chosen = append(chosen, s)
 		}
 	}
-	sink, err := startSink()
+	// The sink decodes nothing: Jaeger would take more CPU than the
+	// collector under test on a small machine and set the rate.
+	sink, err := stack.StartSink(0)
 	if err != nil {
 		return err
 	}
-	defer sink.close()
+	defer sink.Close()
 	r := &runner{collector: *collector, config: *config, logDir: *logDir, concurrency: *concurrency, sink: sink}
 	results := map[string][]measurement{} // input/subject → rounds
 	for round := 1; round <= *rounds; round++ {
@@ -152,12 +143,12 @@ func makeInputs(spans int) ([]input, error) {
 			if err != nil {
 				return nil, err
 			}
-			envoy := bytes.Count(z, []byte(`"traceId"`))
+			envoy := stack.CountZipkinSpans(z)
 			if envoy > 0 {
-				in.posts = append(in.posts, post{"zipkin", "application/json", z, envoy})
+				in.posts = append(in.posts, stack.Post{Receiver: "zipkin", ContentType: "application/json", Body: z, Spans: envoy})
 			}
 			if len(chunk) > envoy {
-				in.posts = append(in.posts, post{"otlp", "application/x-protobuf", o, len(chunk) - envoy})
+				in.posts = append(in.posts, stack.Post{Receiver: "otlp", ContentType: "application/x-protobuf", Body: o, Spans: len(chunk) - envoy})
 			}
 			in.spans += len(chunk)
 		}
@@ -173,41 +164,11 @@ func makeInputs(spans int) ([]input, error) {
 		if err != nil {
 			return nil, err
 		}
-		in.posts = append(in.posts, post{"otlp", "application/x-protobuf", b, td.SpanCount()})
+		in.posts = append(in.posts, stack.Post{Receiver: "otlp", ContentType: "application/x-protobuf", Body: b, Spans: td.SpanCount()})
 		in.spans += td.SpanCount()
 	}
 	return append(inputs, in), nil
 }
-
-// sink is the backend: a Zipkin v2 endpoint that counts the spans of each
-// POST by their "traceId" keys and decodes nothing, so that it takes as
-// little CPU as possible from the collector under test on a small machine.
-type sink struct {
-	url   string
-	spans atomic.Int64
-	srv   *http.Server
-}
-
-func startSink() (*sink, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s := &sink{url: "http://" + l.Addr().String() + "/api/v2/spans"}
-	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		s.spans.Add(int64(bytes.Count(b, []byte(`"traceId"`))))
-		w.WriteHeader(http.StatusAccepted)
-	})}
-	go func() { _ = s.srv.Serve(l) }()
-	return s, nil
-}
-
-func (s *sink) close() { _ = s.srv.Close() }
 
 // measurement is one subject's run on one input.
 type measurement struct {
@@ -234,7 +195,7 @@ func (m measurement) rate() float64 { return float64(m.spans-m.refused) / m.thro
 type runner struct {
 	collector, config, logDir string
 	concurrency               int
-	sink                      *sink
+	sink                      *stack.Sink
 }
 
 // measure starts the subject's collectors, sends the input as fast as they
@@ -247,39 +208,39 @@ func (r *runner) measure(ctx context.Context, s subject, in input, profile strin
 	if err != nil {
 		return m, err
 	}
-	before := r.sink.spans.Load()
-	cpu0, err := totalCPU(procs)
+	before := r.sink.Spans()
+	cpu0, err := stack.TotalCPU(procs...)
 	if err != nil {
 		return m, err
 	}
-	stopRSS := sampleRSS(procs, &m.rss)
+	stopRSS := stack.PeakRSS(procs...)
 	var profDone chan error
 	if profile != "" {
 		profDone = make(chan error, 1)
 		go func() { profDone <- fetchProfile(ctx, pprofURL, profile, 4) }()
 	}
 	start := time.Now()
-	m.refused = r.send(ctx, entry, in.posts)
+	m.refused, _ = stack.PostAll(ctx, entry, in.posts, r.concurrency)
 	m.send = time.Since(start)
 	want := int64(in.spans - m.refused)
 	last, since := int64(-1), time.Now()
-	for r.sink.spans.Load()-before < want && time.Since(since) < 5*time.Second {
-		if n := r.sink.spans.Load(); n != last {
+	for r.sink.Spans()-before < want && time.Since(since) < 5*time.Second {
+		if n := r.sink.Spans(); n != last {
 			last, since = n, time.Now()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	m.through = max(time.Since(start)-s.wait, m.send)
-	cpu1, err := totalCPU(procs)
+	cpu1, err := stack.TotalCPU(procs...)
 	if err != nil {
 		return m, err
 	}
-	stopRSS()
+	m.rss = stopRSS()
 	m.cpu = cpu1 - cpu0
 	if err := stopAll(procs); err != nil {
 		return m, err
 	}
-	m.lost = int(want - (r.sink.spans.Load() - before))
+	m.lost = int(want - (r.sink.Spans() - before))
 	if profDone != nil {
 		if err := <-profDone; err != nil {
 			return m, err
@@ -303,9 +264,11 @@ func (r *runner) start(ctx context.Context, s subject) ([]*stack.Proc, map[strin
 		}
 		env := map[string]string{
 			"ZIPKIN_PORT": ports[0], "OTLP_HTTP_PORT": ports[1], "OTLP_GRPC_PORT": ports[2], "METRICS_PORT": ports[3], "PPROF_PORT": ports[4],
-			"PROCESSORS": st.processors, "EXPORTER": st.exporter, "SINK_URL": r.sink.url, "NEXT_STAGE_PORT": next,
+			"PROCESSORS": st.processors, "EXPORTER": st.exporter, "SINK_URL": r.sink.URL, "NEXT_STAGE_PORT": next,
 		}
 		if next == "" {
+			// the last stage exports to the sink; its unused resolver still
+			// needs an endpoint
 			env["NEXT_STAGE_PORT"] = "1"
 		}
 		name := fmt.Sprintf("%s-%d", strings.ReplaceAll(s.name, " ", "-"), i)
@@ -327,43 +290,6 @@ func (r *runner) start(ctx context.Context, s subject) ([]*stack.Proc, map[strin
 	return procs, entry, pprofURL, nil
 }
 
-// send posts every body with r.concurrency workers and returns the spans
-// the receivers refused.
-func (r *runner) send(ctx context.Context, entry map[string]string, posts []post) int {
-	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: r.concurrency}}
-	work := make(chan post)
-	var refused atomic.Int64
-	var wg sync.WaitGroup
-	for range r.concurrency {
-		wg.Go(func() {
-			for p := range work {
-				req, err := http.NewRequestWithContext(ctx, http.MethodPost, entry[p.path], bytes.NewReader(p.body))
-				if err != nil {
-					refused.Add(int64(p.spans))
-					continue
-				}
-				req.Header.Set("Content-Type", p.contentType)
-				resp, err := client.Do(req)
-				if err != nil {
-					refused.Add(int64(p.spans))
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode/100 != 2 {
-					refused.Add(int64(p.spans))
-				}
-			}
-		})
-	}
-	for _, p := range posts {
-		work <- p
-	}
-	close(work)
-	wg.Wait()
-	return int(refused.Load())
-}
-
 // stopAll stops the stages entry first (start put them last first), so
 // that each stage's flush finds the next one up.
 func stopAll(procs []*stack.Proc) error {
@@ -373,43 +299,6 @@ func stopAll(procs []*stack.Proc) error {
 		}
 	}
 	return nil
-}
-
-func totalCPU(procs []*stack.Proc) (time.Duration, error) {
-	var d time.Duration
-	for _, p := range procs {
-		c, err := p.CPU()
-		if err != nil {
-			return 0, err
-		}
-		d += c
-	}
-	return d, nil
-}
-
-// sampleRSS records the peak of the processes' summed RSS every 50 ms
-// until the returned function is called.
-func sampleRSS(procs []*stack.Proc, peak *int64) func() {
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			var sum int64
-			for _, p := range procs {
-				if v, err := p.RSS(); err == nil {
-					sum += v
-				}
-			}
-			*peak = max(*peak, sum)
-			select {
-			case <-done:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return func() { close(done); <-stopped }
 }
 
 func fetchProfile(ctx context.Context, base, path string, seconds int) error {
